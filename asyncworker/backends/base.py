@@ -1,0 +1,106 @@
+"""The result backend interface, and the encoding every backend shares."""
+
+from __future__ import annotations
+
+import abc
+import traceback as tb
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from .. import states
+from ..exceptions import celery_module_of
+from ..task import Request
+
+
+def exception_to_meta(exc: BaseException) -> dict[str, Any]:
+    """Celery's JSON form of an exception, which clients turn back into one."""
+    cls = type(exc)
+    return {
+        "exc_type": cls.__qualname__,
+        "exc_message": list(_serializable_args(exc.args)),
+        "exc_module": celery_module_of(cls),
+    }
+
+
+def _serializable_args(args: tuple[Any, ...]) -> list[Any]:
+    # Exception args can hold anything; keep what JSON can carry, repr the rest.
+    out = []
+    for arg in args:
+        if arg is None or isinstance(arg, (str, int, float, bool)):
+            out.append(arg)
+        elif isinstance(arg, (list, tuple, dict)):
+            try:
+                from ..serialization import json_dumps
+
+                json_dumps(arg)
+                out.append(arg)
+            except (TypeError, ValueError):
+                out.append(repr(arg))
+        else:
+            out.append(repr(arg))
+    return out
+
+
+def format_traceback(exc: BaseException) -> str:
+    """The exception's traceback as text, as Celery stores it."""
+    return "".join(tb.format_exception(type(exc), exc, exc.__traceback__))
+
+
+@dataclass(slots=True)
+class TaskOutcome:
+    """One state write: ``result`` is the raw return value or an exception meta dict."""
+
+    task_id: str
+    state: str
+    result: Any = None
+    traceback: str | None = None
+    request: Request | None = None
+
+    @property
+    def ready(self) -> bool:
+        """Whether this state is final (sets ``date_done``)."""
+        return self.state in states.READY_STATES
+
+
+@dataclass(slots=True)
+class StoredResult:
+    """A task's state as a backend holds it."""
+
+    task_id: str
+    state: str
+    result: Any
+    traceback: str | None
+    date_done: datetime | None
+
+
+class ResultBackend(abc.ABC):
+    """Where task states go. ``store`` returns only once the write is durable."""
+
+    @abc.abstractmethod
+    async def setup(self) -> None:
+        """Connect and prepare storage (tables, scripts)."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Flush pending writes and disconnect."""
+
+    @abc.abstractmethod
+    async def store(self, outcome: TaskOutcome) -> None:
+        """Store one state, durably; Celery clients can read it once this returns.
+
+        Raises ``ResultEncodeError`` (before writing anything) for a value the
+        result serializer cannot encode.
+        """
+
+    @abc.abstractmethod
+    async def get(self, task_id: str) -> StoredResult | None:
+        """The stored state of ``task_id``, or None when nothing is stored (PENDING)."""
+
+    def describe(self) -> str:
+        """A log-safe description of where results go."""
+        return type(self).__name__
+
+
+class ResultEncodeError(Exception):
+    """A task returned a value the result serializer cannot encode."""

@@ -1,0 +1,288 @@
+"""PostgreSQL result backend on asyncpg, writing Celery's ``celery_taskmeta``.
+
+Rows are what Celery's database backend (5.7) writes: ``result`` holds the
+``result_serializer`` encoding of the raw value (JSON by default; exceptions as
+``{exc_type, exc_message, exc_module}``), ``date_done`` naive UTC for ready
+states, ``traceback`` text, and with ``result_extended`` the name, args,
+kwargs, worker, retries and queue. A stored SUCCESS is never overwritten.
+
+Writes are batched: every ``store`` call queues a row and waits; one flusher
+writes whatever has queued up with a single ``executemany`` per batch, so under
+load a round trip serves hundreds of tasks while each caller still learns when
+its own row is committed (the worker acks late tasks only then).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from .. import serialization
+from ..logging import get_logger, redact_url
+from ..settings import Settings
+from .base import ResultBackend, ResultEncodeError, StoredResult, TaskOutcome
+
+log = get_logger("backend.postgres")
+
+# Errors after which the same write can succeed once the server is back.
+_TRANSIENT = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+)
+
+EXTENDED_COLUMNS = (
+    ("name", "VARCHAR(155)"),
+    ("args", "BYTEA"),
+    ("kwargs", "BYTEA"),
+    ("worker", "VARCHAR(155)"),
+    ("retries", "INTEGER"),
+    ("queue", "VARCHAR(155)"),
+    ("stamps", "BYTEA"),
+)
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _qualified(schema: str | None, name: str) -> str:
+    return f"{_quote(schema)}.{_quote(name)}" if schema else _quote(name)
+
+
+def utcnow_naive() -> datetime:
+    """Now in UTC without tzinfo, as Celery stores ``date_done``."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class _Write:
+    __slots__ = ("future", "row")
+
+    def __init__(self, row: tuple[Any, ...], future: asyncio.Future[None]) -> None:
+        self.row = row
+        self.future = future
+
+
+class PostgresBackend(ResultBackend):
+    """Celery-compatible ``celery_taskmeta`` writer with batched, durable writes."""
+
+    def __init__(self, dsn: str, settings: Settings) -> None:
+        self.dsn = dsn
+        self.settings = settings
+        self.content_type = serialization.content_type_of(settings.result_serializer)
+        if self.content_type not in (serialization.JSON, serialization.PICKLE):
+            raise ValueError(f"unsupported result_serializer {settings.result_serializer!r}")
+        names, schemas = settings.database_table_names, settings.database_table_schemas
+        self.task_table = _qualified(schemas.get("task"), names.get("task", "celery_taskmeta"))
+        self.group_table = _qualified(
+            schemas.get("group"), names.get("group", "celery_tasksetmeta")
+        )
+        self.task_sequence = _qualified(schemas.get("task"), "task_id_sequence")
+        self.group_sequence = _qualified(schemas.get("group"), "taskset_id_sequence")
+        self.extended = settings.result_extended
+        self.batch_size = max(1, settings.result_batch_size)
+        self._pool: asyncpg.Pool | None = None
+        self._pending: list[_Write] = []
+        self._wakeup = asyncio.Event()
+        self._flusher: asyncio.Task[None] | None = None
+        self._closing = False
+        columns = ["task_id", "status", "result", "date_done", "traceback"]
+        if self.extended:
+            columns += ["name", "args", "kwargs", "worker", "retries", "queue"]
+        placeholders = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
+        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns[1:])
+        self._insert_sql = (
+            f"INSERT INTO {self.task_table} (id, {', '.join(columns)}) "
+            f"VALUES (nextval('{self.task_sequence}'), {placeholders}) "
+            f"ON CONFLICT (task_id) DO UPDATE SET {updates} "
+            f"WHERE {self.task_table}.status IS DISTINCT FROM 'SUCCESS'"
+        )
+
+    def describe(self) -> str:
+        """The server URL with its password hidden."""
+        return redact_url(self.dsn)
+
+    # -- lifecycle ---------------------------------------------------------
+    async def setup(self) -> None:
+        """Connect (retrying while the server is down) and create tables when absent."""
+        delay = 0.5
+        while True:
+            try:
+                self._pool = await asyncpg.create_pool(
+                    self.dsn,
+                    min_size=1,
+                    max_size=max(2, self.settings.result_backend_pool_size),
+                    command_timeout=60,
+                )
+                break
+            except _TRANSIENT as exc:
+                log.warning("result backend unreachable, retrying", url=self.describe(),
+                            error=str(exc), retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        if self.settings.database_create_tables_at_setup:
+            await self._create_tables()
+        self._flusher = asyncio.create_task(self._flush_loop(), name="result-flusher")
+
+    async def close(self) -> None:
+        """Write what is queued, then close the pool."""
+        self._closing = True
+        self._wakeup.set()
+        if self._flusher is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    async def _create_tables(self) -> None:
+        assert self._pool is not None
+        ddl = [
+            f"CREATE SEQUENCE IF NOT EXISTS {self.task_sequence}",
+            f"CREATE SEQUENCE IF NOT EXISTS {self.group_sequence}",
+            f"""CREATE TABLE IF NOT EXISTS {self.task_table} (
+                id INTEGER NOT NULL PRIMARY KEY,
+                task_id VARCHAR(155) UNIQUE,
+                status VARCHAR(50),
+                result BYTEA,
+                date_done TIMESTAMP WITHOUT TIME ZONE,
+                traceback TEXT,
+                children BYTEA)""",
+            f"""CREATE TABLE IF NOT EXISTS {self.group_table} (
+                id INTEGER NOT NULL PRIMARY KEY,
+                taskset_id VARCHAR(155) UNIQUE,
+                result BYTEA,
+                date_done TIMESTAMP WITHOUT TIME ZONE)""",
+        ]
+        if self.extended:
+            # A Celery client without result_extended may have created the table;
+            # the extra columns are invisible to it, so adding them is safe.
+            ddl += [
+                f"ALTER TABLE {self.task_table} ADD COLUMN IF NOT EXISTS {name} {kind}"
+                for name, kind in EXTENDED_COLUMNS
+            ]
+        async with self._pool.acquire() as conn, conn.transaction():
+            # Serialize with other asyncworker processes starting at once.
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('asyncworker-ddl'))")
+            for statement in ddl:
+                await conn.execute(statement)
+
+    # -- writes ------------------------------------------------------------
+    def _encode_value(self, value: Any) -> bytes:
+        try:
+            return serialization.dumps(value, self.content_type)
+        except Exception as exc:
+            raise ResultEncodeError(
+                f"cannot encode result of type {type(value).__name__} as "
+                f"{self.settings.result_serializer}: {exc}"
+            ) from exc
+
+    def _row(self, outcome: TaskOutcome) -> tuple[Any, ...]:
+        row: tuple[Any, ...] = (
+            outcome.task_id,
+            outcome.state,
+            self._encode_value(outcome.result),
+            utcnow_naive() if outcome.ready else None,
+            outcome.traceback,
+        )
+        if self.extended:
+            req = outcome.request
+            if req is None:
+                row += (None, None, None, None, None, None)
+            else:
+                row += (
+                    req.task,
+                    serialization.dumps(req.args),
+                    serialization.dumps(req.kwargs),
+                    req.hostname,
+                    req.retries,
+                    req.delivery_info.get("routing_key"),
+                )
+        return row
+
+    async def store(self, outcome: TaskOutcome) -> None:
+        """Queue the row for the next batch and wait until it is committed."""
+        row = self._row(outcome)
+        if self._closing and self._flusher is None:
+            raise RuntimeError("result backend is closed")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Write(row, future))
+        self._wakeup.set()
+        await asyncio.shield(future)
+
+    async def _flush_loop(self) -> None:
+        while True:
+            if not self._pending:
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            batch, self._pending = (
+                self._pending[: self.batch_size],
+                self._pending[self.batch_size:],
+            )
+            await self._write_batch(batch)
+
+    async def _write_batch(self, batch: list[_Write]) -> None:
+        assert self._pool is not None
+        delay = 0.2
+        while True:
+            try:
+                async with self._pool.acquire() as conn:
+                    await conn.executemany(self._insert_sql, [w.row for w in batch])
+                break
+            except _TRANSIENT as exc:
+                # Never drop a write: the caller has not acked its message yet.
+                log.warning("result write failed, retrying", url=self.describe(),
+                            rows=len(batch), error=str(exc), retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+            except asyncpg.PostgresError as exc:
+                if len(batch) == 1:
+                    _settle(batch[0].future, exc)
+                    return
+                # One bad row must not fail its neighbours: write them one by one.
+                log.warning("batched result write failed; writing rows singly", error=str(exc))
+                for write in batch:
+                    await self._write_batch([write])
+                return
+        for write in batch:
+            _settle(write.future, None)
+
+    # -- reads -------------------------------------------------------------
+    async def get(self, task_id: str) -> StoredResult | None:
+        """Read one row and decode its result as a Celery client would."""
+        assert self._pool is not None
+        row = await self._pool.fetchrow(
+            f"SELECT status, result, traceback, date_done FROM {self.task_table} "
+            "WHERE task_id = $1",
+            task_id,
+        )
+        if row is None:
+            return None
+        raw = row["result"]
+        value = None
+        if raw is not None:
+            raw = bytes(raw)
+            accept = serialization.accepted([serialization.JSON, self.content_type])
+            value = serialization.loads(raw, self.content_type, "utf-8", accept)
+        return StoredResult(task_id, row["status"], value, row["traceback"], row["date_done"])
+
+
+def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)

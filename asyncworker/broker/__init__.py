@@ -1,0 +1,1 @@
+"""Message broker access: topology (what to declare) and the AMQP client."""

@@ -1,0 +1,82 @@
+"""Command line: ``python -m asyncworker worker ...``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import sys
+from collections.abc import Sequence
+
+from .app import App
+from .exceptions import ImproperlyConfigured
+from .logging import configure as configure_logging, get_logger
+
+DEFAULT_APP = "asyncworker.tasks:app"
+
+
+def load_app(spec: str) -> App:
+    """Import ``module:attribute`` (or ``module``, which must define ``app``)."""
+    module_name, _, attr = spec.partition(":")
+    module = importlib.import_module(module_name)
+    app = getattr(module, attr or "app", None)
+    if not isinstance(app, App):
+        raise ImproperlyConfigured(f"{spec!r} is not an asyncworker App")
+    return app
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (kept separate for tests and docs)."""
+    parser = argparse.ArgumentParser(prog="asyncworker",
+                                     description="asyncio worker for Celery task queues")
+    sub = parser.add_subparsers(dest="command", required=True)
+    worker = sub.add_parser("worker", help="consume and run tasks")
+    worker.add_argument("-A", "--app", default=DEFAULT_APP,
+                        help=f"MODULE:ATTR of the App (default: {DEFAULT_APP})")
+    worker.add_argument("-Q", "--queues", help="comma-separated queues to consume")
+    worker.add_argument("-c", "--concurrency", type=int, help="tasks running at once")
+    worker.add_argument("--prefetch-multiplier", type=int,
+                        help="prefetch = concurrency x this (Celery's default 4)")
+    worker.add_argument("-n", "--hostname", help="node name, e.g. worker1@%%h")
+    worker.add_argument("-l", "--loglevel", help="DEBUG, INFO, WARNING, ERROR")
+    worker.add_argument("--config", help="TOML settings file")
+    return parser
+
+
+def _expand_hostname(name: str) -> str:
+    import socket
+
+    host = socket.gethostname()
+    return name.replace("%h", host).replace("%n", host.split(".")[0])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    if args.command == "worker":
+        from .worker import Worker
+
+        try:
+            app = load_app(args.app)
+            app.configure(
+                config_file=args.config,
+                worker_queues=args.queues.split(",") if args.queues else None,
+                worker_concurrency=args.concurrency,
+                worker_prefetch_multiplier=args.prefetch_multiplier,
+                worker_nodename=_expand_hostname(args.hostname) if args.hostname else None,
+                worker_log_level=args.loglevel,
+            )
+            settings = app.settings
+        except (ImproperlyConfigured, ImportError) as exc:
+            print(f"asyncworker: {exc}", file=sys.stderr)
+            return 2
+        configure_logging(settings.worker_log_level, settings.worker_log_format)
+        try:
+            asyncio.run(Worker(app).run())
+        except KeyboardInterrupt:
+            return 1
+        except ImproperlyConfigured as exc:
+            get_logger("cli").error("configuration error", error=str(exc))
+            return 2
+        return 0
+    return 2

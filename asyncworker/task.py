@@ -1,0 +1,202 @@
+"""Tasks: the ``@app.task`` options, the Task base class and ``self.request``."""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from .app import App
+    from .result import AsyncResult
+
+
+@dataclass(slots=True)
+class Request:
+    """What a running task knows about its own invocation (``self.request``)."""
+
+    id: str
+    task: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    retries: int = 0
+    root_id: str | None = None
+    parent_id: str | None = None
+    group: str | None = None
+    group_index: int | None = None
+    eta: datetime | None = None
+    expires: datetime | None = None
+    hostname: str | None = None
+    delivery_info: dict[str, Any] = field(default_factory=dict)
+    headers: dict[str, Any] = field(default_factory=dict)
+    callbacks: list[Any] | None = None
+    errbacks: list[Any] | None = None
+    chain: list[Any] | None = None
+    chord: dict[str, Any] | None = None
+    reply_to: str | None = None
+    correlation_id: str | None = None
+    origin: str | None = None
+    ignore_result: bool = False
+    timelimit: tuple[float | None, float | None] = (None, None)
+    is_eager: bool = False
+
+
+_current_request: contextvars.ContextVar[Request | None] = contextvars.ContextVar(
+    "asyncworker_request", default=None
+)
+
+
+def current_request() -> Request | None:
+    """The request of the task running in this context, if any."""
+    return _current_request.get()
+
+
+def set_current_request(request: Request | None) -> contextvars.Token[Request | None]:
+    """Make ``request`` current for this context (the executor calls this)."""
+    return _current_request.set(request)
+
+
+class Task:
+    """Base class of every task. Subclass it and pass ``base=`` to override hooks.
+
+    Option attributes carry Celery's names and defaults; ``None`` means "use the
+    worker setting" (``task_acks_late`` and friends).
+    """
+
+    name: ClassVar[str]
+    app: ClassVar[App]
+    bind: ClassVar[bool] = False
+    is_async: ClassVar[bool] = True
+
+    max_retries: ClassVar[int | None] = 3
+    default_retry_delay: ClassVar[float] = 180
+    autoretry_for: ClassVar[tuple[type[BaseException], ...]] = ()
+    dont_autoretry_for: ClassVar[tuple[type[BaseException], ...]] = ()
+    retry_kwargs: ClassVar[dict[str, Any]] = {}
+    retry_backoff: ClassVar[bool | float] = False
+    retry_backoff_max: ClassVar[float] = 600
+    retry_jitter: ClassVar[bool] = True
+    time_limit: ClassVar[float | None] = None
+    soft_time_limit: ClassVar[float | None] = None
+    rate_limit: ClassVar[str | None] = None
+    queue: ClassVar[str | None] = None
+
+    acks_late: ClassVar[bool | None] = None
+    acks_on_failure_or_timeout: ClassVar[bool | None] = None
+    reject_on_worker_lost: ClassVar[bool | None] = None
+    track_started: ClassVar[bool | None] = None
+    ignore_result: ClassVar[bool | None] = None
+    store_errors_even_if_ignored: ClassVar[bool | None] = None
+
+    @property
+    def request(self) -> Request:
+        """The request of the current invocation of this task."""
+        request = _current_request.get()
+        if request is None or request.task != self.name:
+            raise RuntimeError(f"task {self.name} is not running in this context")
+        return request
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        """The task body; the decorator replaces it with the decorated function."""
+        raise NotImplementedError
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the task body directly, in the caller's context."""
+        return self.run(*args, **kwargs)
+
+    # Celery-style hooks. They may be plain methods or coroutines.
+    def on_success(self, retval: Any, task_id: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        """Called after the task returned, before its result is stored."""
+
+    def on_failure(
+        self,
+        exc: BaseException,
+        task_id: str,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        einfo: str,
+    ) -> Any:
+        """Called after the task raised, before the failure is stored."""
+
+    # Producer side.
+    async def apply_async(
+        self,
+        args: tuple[Any, ...] | list[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> AsyncResult:
+        """Publish a message for this task, as Celery's ``apply_async`` does."""
+        if self.queue and not any(k in options for k in ("queue", "exchange", "routing_key")):
+            options["queue"] = self.queue
+        return await self.app.send_task(self.name, args or (), kwargs or {}, **options)
+
+    async def delay(self, *args: Any, **kwargs: Any) -> AsyncResult:
+        """Shortcut for ``apply_async(args, kwargs)``."""
+        return await self.apply_async(args, kwargs)
+
+    def option(self, name: str) -> Any:
+        """A task option, falling back to the worker setting ``task_<name>``."""
+        value = getattr(self, name)
+        if value is None:
+            value = getattr(self.app.settings, f"task_{name}")
+        return value
+
+    def __repr__(self) -> str:
+        return f"<task {self.name}>"
+
+
+TASK_OPTIONS = frozenset(
+    {
+        "max_retries",
+        "default_retry_delay",
+        "autoretry_for",
+        "dont_autoretry_for",
+        "retry_kwargs",
+        "retry_backoff",
+        "retry_backoff_max",
+        "retry_jitter",
+        "time_limit",
+        "soft_time_limit",
+        "rate_limit",
+        "queue",
+        "acks_late",
+        "acks_on_failure_or_timeout",
+        "reject_on_worker_lost",
+        "track_started",
+        "ignore_result",
+        "store_errors_even_if_ignored",
+    }
+)
+
+
+def build_task(
+    app: App,
+    fn: Callable[..., Any],
+    name: str,
+    base: type[Task] = Task,
+    bind: bool = False,
+    **options: Any,
+) -> Task:
+    """Make a Task subclass around ``fn`` with the given options, and instantiate it."""
+    unknown = set(options) - TASK_OPTIONS
+    if unknown:
+        raise TypeError(f"unknown task options for {name}: {sorted(unknown)}")
+    for key in ("autoretry_for", "dont_autoretry_for"):
+        if key in options:
+            options[key] = tuple(options[key])
+    run = fn if bind else staticmethod(fn)
+    attrs: dict[str, Any] = {
+        "name": name,
+        "app": app,
+        "bind": bind,
+        "is_async": inspect.iscoroutinefunction(fn),
+        "run": run,
+        "__doc__": fn.__doc__,
+        "__module__": fn.__module__,
+        **options,
+    }
+    cls = type(fn.__name__, (base,), attrs)
+    return cls()

@@ -1,0 +1,22 @@
+"""The default app served when ``worker`` gets no ``--app``.
+
+It reads the deployment's settings (``config/vision_analysis.toml`` unless
+``ASYNCWORKER_CONFIG`` names another file) and registers the sample tasks.
+The vision pipeline tasks join it in their own module.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..app import App
+
+_CONFIG = Path(__file__).resolve().parents[2] / "config" / "vision_analysis.toml"
+
+app = App(
+    "asyncworker",
+    config_file=os.environ.get("ASYNCWORKER_CONFIG") or (str(_CONFIG) if _CONFIG.exists() else None),
+)
+
+from . import sample  # noqa: E402,F401  (registers tasks on app)

@@ -1,0 +1,264 @@
+"""Receive messages, check them, and hand them to the executor.
+
+One message's path: ``on_message`` → ``_handle``: decode (bad input is logged
+and rejected), look the task up (unknown: FAILURE ``NotRegistered`` stored,
+then reject), drop expired tasks and redelivered duplicates, hold an ETA until
+due (raising QoS so it does not take a prefetch slot), wait for a concurrency
+slot, then ``Executor.execute``. Handlers not yet started are cancelled at a
+warm shutdown and their messages requeued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+from aio_pika.abc import AbstractIncomingMessage
+
+from .. import protocol, serialization, states
+from ..app import App
+from ..backends.base import ResultBackend, TaskOutcome, exception_to_meta
+from ..broker.amqp import AmqpBroker, settle
+from ..broker.topology import QueueSpec
+from ..exceptions import ContentDisallowed, InvalidTaskError, NotRegistered, TaskRevokedError
+from ..logging import get_logger
+from ..settings import Settings
+from ..task import Request, Task
+from .executor import Delivery, Executor
+from .hooks import WorkerHooks
+
+log = get_logger("consumer")
+
+
+class Qos:
+    """basic.qos prefetch that ETA messages raise and lower, applied in order."""
+
+    def __init__(self, broker: AmqpBroker, base: int) -> None:
+        self.broker = broker
+        self.target = base
+        self.applied: int | None = None
+        self._lock = asyncio.Lock()
+
+    async def adjust(self, delta: int) -> None:
+        """Change the prefetch by ``delta`` (0 = unlimited stays unlimited)."""
+        if self.target == 0:
+            return
+        self.target += delta
+        await self.apply()
+
+    async def apply(self) -> None:
+        """Send the latest target to the broker if it changed."""
+        async with self._lock:
+            if self.applied != self.target:
+                value = self.target
+                await self.broker.set_qos(value)
+                self.applied = value
+
+
+def build_request(msg: protocol.TaskMessage, task: Task, message: AbstractIncomingMessage,
+                  hostname: str) -> Request:
+    """The ``self.request`` of a decoded message; the header's ignore_result wins."""
+    ignore = msg.ignore_result if msg.ignore_result else bool(task.option("ignore_result"))
+    return Request(
+        id=msg.id,
+        task=msg.task,
+        args=msg.args,
+        kwargs=msg.kwargs,
+        retries=msg.retries,
+        root_id=msg.root_id,
+        parent_id=msg.parent_id,
+        group=msg.group,
+        group_index=msg.group_index,
+        eta=msg.eta,
+        expires=msg.expires,
+        hostname=hostname,
+        delivery_info={
+            "exchange": message.exchange or "",
+            "routing_key": message.routing_key,
+            "priority": message.priority,
+            "redelivered": bool(message.redelivered),
+        },
+        headers=msg.headers,
+        callbacks=msg.embed.get("callbacks"),
+        errbacks=msg.embed.get("errbacks"),
+        chain=msg.embed.get("chain"),
+        chord=msg.embed.get("chord"),
+        reply_to=msg.reply_to,
+        correlation_id=msg.correlation_id,
+        origin=msg.origin,
+        ignore_result=ignore,
+        timelimit=(msg.time_limit, msg.soft_time_limit),
+    )
+
+
+class Consumer:
+    """Consumes the worker's queues and dispatches each message."""
+
+    def __init__(self, app: App, settings: Settings, broker: AmqpBroker,
+                 backend: ResultBackend | None, executor: Executor, hooks: WorkerHooks) -> None:
+        self.app = app
+        self.settings = settings
+        self.broker = broker
+        self.backend = backend
+        self.executor = executor
+        self.hooks = hooks
+        self.hostname = settings.worker_nodename
+        self.accept = serialization.accepted(settings.accept_content)
+        self.semaphore = asyncio.Semaphore(settings.worker_concurrency)
+        self.qos = Qos(broker, settings.prefetch_count())
+        self.handlers: set[asyncio.Task[None]] = set()
+        self.waiting: set[asyncio.Task[None]] = set()
+        self.running: set[asyncio.Task[None]] = set()
+        self.stopping = False
+
+    async def start(self, queues: list[QueueSpec]) -> None:
+        """Set QoS, declare the queues and start consuming them."""
+        await self.qos.apply()
+        for spec in queues:
+            await self.broker.consume(spec, self.on_message,
+                                      passive=self.settings.broker_passive_declare)
+
+    async def on_message(self, message: AbstractIncomingMessage) -> None:
+        """aio-pika callback: start a handler task and return at once."""
+        if self.stopping:
+            await settle(message, "reject", requeue=True)
+            return
+        handler = asyncio.create_task(self._handle(message))
+        self.handlers.add(handler)
+        handler.add_done_callback(self.handlers.discard)
+
+    async def stop_consuming(self) -> None:
+        """Warm shutdown, step one: no new messages; requeue those not started."""
+        self.stopping = True
+        await self.broker.cancel_consumers()
+        for handler in list(self.waiting):
+            handler.cancel()
+
+    async def drain(self, timeout: float | None) -> bool:
+        """Wait for running tasks; True when all finished in time."""
+        pending = {h for h in self.handlers if not h.done()}
+        if not pending:
+            return True
+        done, still = await asyncio.wait(pending, timeout=timeout)
+        return not still
+
+    async def cancel_running(self) -> None:
+        """Cold shutdown: cancel everything still in flight and wait for the cleanup."""
+        pending = [h for h in self.handlers if not h.done()]
+        for handler in pending:
+            handler.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    # -- one message ---------------------------------------------------------
+    def _decode(self, message: AbstractIncomingMessage) -> protocol.TaskMessage | None:
+        try:
+            return protocol.decode(
+                message.body,
+                message.headers,
+                message.content_type,
+                message.content_encoding,
+                self.accept,
+                reply_to=message.reply_to,
+                correlation_id=message.correlation_id,
+                priority=message.priority,
+            )
+        except (ContentDisallowed, InvalidTaskError) as exc:
+            task_id = protocol.peek_task_id(message.headers, message.correlation_id)
+            self.hooks.task_rejected(task_id, f"{type(exc).__name__}: {exc}", False)
+            return None
+
+    async def _handle(self, message: AbstractIncomingMessage) -> None:
+        current = asyncio.current_task()
+        assert current is not None
+        self.waiting.add(current)
+        delivery = Delivery(message)
+        try:
+            msg = self._decode(message)
+            if msg is None:
+                await delivery.reject(None, requeue=False)
+                return
+            task = self.app.tasks.get(msg.task)
+            if task is None:
+                await self._unknown_task(msg, message, delivery)
+                return
+            request = build_request(msg, task, message, self.hostname)
+            self.hooks.task_received(request)
+            if await self._skip(request, delivery):
+                return
+            if request.eta is not None:
+                await self._hold_until(request.eta)
+                if await self._skip(request, delivery):
+                    return
+            async with self.semaphore:
+                self.waiting.discard(current)
+                self.running.add(current)
+                await self.executor.execute(task, request, delivery)
+        except asyncio.CancelledError:
+            # Not started yet (warm shutdown): hand the message back to the broker.
+            if current in self.waiting and not delivery.settled:
+                await asyncio.shield(delivery.reject(protocol.peek_task_id(
+                    message.headers, message.correlation_id), requeue=True))
+                return
+            raise
+        except Exception as exc:
+            # A bug of ours must not kill the consumer or strand the message.
+            task_id = protocol.peek_task_id(message.headers, message.correlation_id)
+            log.exception("unexpected error handling message", task_id=task_id,
+                          error=repr(exc))
+            await delivery.reject(task_id, requeue=False)
+        finally:
+            self.waiting.discard(current)
+            self.running.discard(current)
+
+    async def _unknown_task(self, msg: protocol.TaskMessage, message: AbstractIncomingMessage,
+                            delivery: Delivery) -> None:
+        exc = NotRegistered(msg.task)
+        request = Request(id=msg.id, task=msg.task, args=msg.args, kwargs=msg.kwargs,
+                          retries=msg.retries, hostname=self.hostname,
+                          delivery_info={"routing_key": message.routing_key})
+        stored = await self.executor.store(
+            TaskOutcome(msg.id, states.FAILURE, exception_to_meta(exc), None, request)
+        )
+        self.hooks.task_failed(request, exc, 0.0)
+        self.hooks.task_rejected(msg.id, f"unknown task {msg.task!r}", False)
+        if not stored:
+            log.error("could not store NotRegistered failure", task_id=msg.id)
+        await delivery.reject(msg.id, requeue=False)
+
+    async def _skip(self, request: Request, delivery: Delivery) -> bool:
+        """Settle and skip an expired task or an already-finished redelivery."""
+        if request.expires is not None and request.expires <= datetime.now(UTC):
+            exc = TaskRevokedError("expired")
+            if not request.ignore_result:
+                await self.executor.store(TaskOutcome(request.id, states.REVOKED,
+                                                      exception_to_meta(exc), None, request))
+            self.hooks.task_revoked(request, "expired")
+            await delivery.ack(request.id)
+            return True
+        if request.delivery_info.get("redelivered") and self.backend is not None:
+            # The ack of a finished task can be lost with the connection; Celery
+            # runs such a redelivery again. Its stored state tells us it is done.
+            try:
+                stored = await self.backend.get(request.id)
+            except Exception as exc:
+                log.warning("could not check redelivered task", task_id=request.id,
+                            error=repr(exc))
+                return False
+            if stored is not None and stored.state in states.READY_STATES:
+                log.info("redelivered task already finished; acking", task_id=request.id,
+                         state=stored.state)
+                await delivery.ack(request.id)
+                return True
+        return False
+
+    async def _hold_until(self, eta: datetime) -> None:
+        delay = (eta - datetime.now(UTC)).total_seconds()
+        if delay <= 0:
+            return
+        # An unacked ETA message counts against prefetch; widen the window meanwhile.
+        await self.qos.adjust(+1)
+        try:
+            await asyncio.sleep(delay)
+        finally:
+            await asyncio.shield(self.qos.adjust(-1))

@@ -1,0 +1,199 @@
+"""Run one task and settle its message: call, store the outcome, ack or reject.
+
+Ack policy, as Celery's: without ``acks_late`` the message is acked when the
+task starts; with it, after the outcome is stored (so a crash before the write
+means redelivery, never a lost result). A task cancelled by a cold shutdown is
+not lost either: a late-ack message is requeued, and an early-acked one is
+published again before the worker exits (Celery loses those).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import inspect
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from aio_pika.abc import AbstractIncomingMessage
+
+from .. import states
+from ..backends.base import (
+    ResultBackend,
+    ResultEncodeError,
+    TaskOutcome,
+    exception_to_meta,
+    format_traceback,
+)
+from ..broker.amqp import AmqpBroker, settle
+from ..exceptions import Ignore, Reject
+from ..logging import get_logger
+from ..task import Request, Task, set_current_request
+from .hooks import WorkerHooks
+
+log = get_logger("executor")
+
+
+class Delivery:
+    """A received message and whether it has been settled yet."""
+
+    __slots__ = ("message", "settled")
+
+    def __init__(self, message: AbstractIncomingMessage) -> None:
+        self.message = message
+        self.settled = False
+
+    async def ack(self, task_id: str | None) -> None:
+        """Ack once; later calls do nothing."""
+        if not self.settled:
+            self.settled = True
+            await settle(self.message, "ack", task_id=task_id)
+
+    async def reject(self, task_id: str | None, requeue: bool) -> None:
+        """Reject once (dead-lettered by the broker when not requeued)."""
+        if not self.settled:
+            self.settled = True
+            await settle(self.message, "reject", requeue=requeue, task_id=task_id)
+
+
+async def _maybe_await(value: Any) -> Any:
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
+class Executor:
+    """Runs tasks; one instance per worker."""
+
+    def __init__(
+        self,
+        backend: ResultBackend | None,
+        broker: AmqpBroker,
+        threads: ThreadPoolExecutor,
+        hooks: WorkerHooks,
+        hostname: str,
+    ) -> None:
+        self.backend = backend
+        self.broker = broker
+        self.threads = threads
+        self.hooks = hooks
+        self.hostname = hostname
+
+    async def store(self, outcome: TaskOutcome) -> bool:
+        """Store an outcome; on an unencodable value store the encoding error instead."""
+        if self.backend is None:
+            return True
+        try:
+            await self.backend.store(outcome)
+        except ResultEncodeError as exc:
+            log.error("result not encodable; storing the error", task_id=outcome.task_id,
+                      error=str(exc))
+            await self.backend.store(
+                TaskOutcome(outcome.task_id, states.FAILURE, exception_to_meta(exc),
+                            format_traceback(exc), outcome.request)
+            )
+        except Exception as exc:
+            log.error("result could not be stored", task_id=outcome.task_id,
+                      state=outcome.state, error=repr(exc))
+            return False
+        return True
+
+    async def _call(self, task: Task, request: Request) -> Any:
+        if task.is_async:
+            return await task.run(*request.args, **request.kwargs)
+        # Plain functions run in the bounded thread pool, with self.request visible.
+        ctx = contextvars.copy_context()
+        call = functools.partial(task.run, *request.args, **request.kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self.threads, ctx.run, call)
+
+    async def execute(self, task: Task, request: Request, delivery: Delivery) -> None:
+        """Run ``task`` for ``request`` and settle ``delivery`` by the ack policy."""
+        acks_late = bool(task.option("acks_late"))
+        if not acks_late:
+            await delivery.ack(request.id)
+        self.hooks.task_started(request)
+        if task.option("track_started") and not request.ignore_result:
+            await self.store(TaskOutcome(request.id, states.STARTED,
+                                         {"pid": os.getpid(), "hostname": self.hostname},
+                                         None, request))
+        token = set_current_request(request)
+        started = time.monotonic()
+        try:
+            result = await self._call(task, request)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._on_cancelled(request, delivery, acks_late))
+            raise
+        except Ignore:
+            await delivery.ack(request.id)
+        except Reject as exc:
+            await delivery.reject(request.id, requeue=exc.requeue)
+            self.hooks.task_rejected(request.id, f"task raised Reject({exc.reason!r})",
+                                     exc.requeue)
+        except Exception as exc:
+            await self._on_failure(task, request, delivery, exc, time.monotonic() - started)
+        else:
+            await self._on_success(task, request, delivery, result, time.monotonic() - started)
+        finally:
+            _reset(token)
+
+    async def _on_success(self, task: Task, request: Request, delivery: Delivery,
+                          result: Any, runtime: float) -> None:
+        await self._hook(task.on_success, request, result, request.id, request.args,
+                         request.kwargs)
+        stored = True
+        if not request.ignore_result:
+            stored = await self.store(TaskOutcome(request.id, states.SUCCESS, result, None,
+                                                  request))
+        if stored:
+            await delivery.ack(request.id)
+        else:
+            # Ack nothing whose result is not stored: let a DLX keep it.
+            await delivery.reject(request.id, requeue=False)
+        self.hooks.task_succeeded(request, result, runtime)
+
+    async def _on_failure(self, task: Task, request: Request, delivery: Delivery,
+                          exc: Exception, runtime: float) -> None:
+        einfo = format_traceback(exc)
+        await self._hook(task.on_failure, request, exc, request.id, request.args,
+                         request.kwargs, einfo)
+        stored = True
+        if not request.ignore_result or task.option("store_errors_even_if_ignored"):
+            stored = await self.store(TaskOutcome(request.id, states.FAILURE,
+                                                  exception_to_meta(exc), einfo, request))
+        if stored and task.option("acks_on_failure_or_timeout"):
+            await delivery.ack(request.id)
+        else:
+            await delivery.reject(request.id, requeue=False)
+        self.hooks.task_failed(request, exc, runtime)
+
+    async def _on_cancelled(self, request: Request, delivery: Delivery, acks_late: bool) -> None:
+        if acks_late or not delivery.settled:
+            await delivery.reject(request.id, requeue=True)
+            log.warning("task interrupted; message requeued", task_id=request.id,
+                        task=request.task)
+            return
+        try:
+            await self.broker.republish(delivery.message)
+            log.warning("task interrupted after early ack; message published again",
+                        task_id=request.id, task=request.task)
+        except Exception as exc:
+            log.error("task interrupted and could not be published again: it is lost",
+                      task_id=request.id, task=request.task, error=repr(exc))
+
+    async def _hook(self, hook: Any, request: Request, *args: Any) -> None:
+        try:
+            await _maybe_await(hook(*args))
+        except Exception as exc:
+            log.error("task hook raised", task_id=request.id, hook=hook.__name__,
+                      error=repr(exc))
+
+
+def _reset(token: contextvars.Token[Request | None]) -> None:
+    # The token belongs to this task's context; resetting restores the outer value.
+    try:
+        token.var.reset(token)
+    except ValueError:
+        token.var.set(None)
