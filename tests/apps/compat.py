@@ -1,0 +1,167 @@
+"""Tasks the integration tests run in a real asyncworker process.
+
+Settings come from ASYNCWORKER_* variables set by the tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from asyncworker import App, Ignore, Reject, Task
+
+app = App("compat")
+
+
+class CustomError(Exception):
+    """A user-defined exception the client must get back by type."""
+
+
+class RecordingTask(Task):
+    """Writes its hook calls to Redis so a test can read them."""
+
+    async def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
+        await _redis().rpush(f"hooks:{task_id}", f"success:{retval!r}")
+
+    async def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any,
+                         einfo: str) -> None:
+        await _redis().rpush(f"hooks:{task_id}", f"failure:{type(exc).__name__}")
+
+
+_client: aioredis.Redis | None = None
+
+
+def _redis() -> aioredis.Redis:
+    global _client
+    if _client is None:
+        _client = aioredis.from_url(os.environ["ASYNCWORKER_TEST_REDIS_URL"])
+    return _client
+
+
+@app.task(name="compat.add_async")
+async def add_async(x: int, y: int) -> int:
+    await asyncio.sleep(0)
+    return x + y
+
+
+@app.task(name="compat.add_sync")
+def add_sync(x: int, y: int) -> int:
+    return x + y
+
+
+@app.task(name="compat.echo")
+async def echo(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    return {"args": list(args), "kwargs": kwargs}
+
+
+@app.task(name="compat.echo_sync")
+def echo_sync(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    return {"args": list(args), "kwargs": kwargs}
+
+
+_BUILTINS: dict[str, type[Exception]] = {
+    "ValueError": ValueError,
+    "KeyError": KeyError,
+    "ZeroDivisionError": ZeroDivisionError,
+    "RuntimeError": RuntimeError,
+}
+
+
+@app.task(name="compat.raise_builtin")
+async def raise_builtin(kind: str, message: str) -> None:
+    raise _BUILTINS[kind](message)
+
+
+@app.task(name="compat.raise_builtin_sync")
+def raise_builtin_sync(kind: str, message: str) -> None:
+    raise _BUILTINS[kind](message)
+
+
+@app.task(name="compat.raise_custom")
+async def raise_custom(message: str) -> None:
+    raise CustomError(message)
+
+
+@app.task(name="compat.sleep")
+async def sleep(seconds: float) -> dict[str, float]:
+    start = time.time()
+    await asyncio.sleep(seconds)
+    return {"start": start, "end": time.time()}
+
+
+@app.task(name="compat.sleep_late", acks_late=True, track_started=True)
+async def sleep_late(seconds: float) -> dict[str, float]:
+    start = time.time()
+    await asyncio.sleep(seconds)
+    return {"start": start, "end": time.time()}
+
+
+@app.task(name="compat.sleep_early", track_started=True)
+async def sleep_early(seconds: float) -> dict[str, float]:
+    start = time.time()
+    await asyncio.sleep(seconds)
+    return {"start": start, "end": time.time()}
+
+
+@app.task(name="compat.slow_first_time", acks_late=True, track_started=True, bind=True)
+async def slow_first_time(self: Task, key: str, early: bool = False) -> int:
+    """Blocks on its first run (to be interrupted), returns at once after."""
+    runs = int(await _redis().incr(key))
+    if runs == 1:
+        await asyncio.sleep(3600)
+    return runs
+
+
+@app.task(name="compat.slow_first_time_early", track_started=True, bind=True)
+async def slow_first_time_early(self: Task, key: str) -> int:
+    runs = int(await _redis().incr(key))
+    if runs == 1:
+        await asyncio.sleep(3600)
+    return runs
+
+
+@app.task(name="compat.request_info", bind=True)
+async def request_info(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    r = self.request
+    return {
+        "id": r.id, "task": r.task, "args": r.args, "kwargs": r.kwargs, "retries": r.retries,
+        "root_id": r.root_id, "parent_id": r.parent_id, "group": r.group,
+        "hostname": r.hostname, "delivery_info": r.delivery_info,
+    }
+
+
+@app.task(name="compat.request_info_sync", bind=True)
+def request_info_sync(self: Task, *args: Any) -> dict[str, Any]:
+    r = self.request
+    return {"id": r.id, "task": r.task, "args": r.args, "hostname": r.hostname}
+
+
+@app.task(name="compat.hooked", base=RecordingTask)
+async def hooked(fail: bool) -> str:
+    if fail:
+        raise CustomError("hooked failure")
+    return "hooked ok"
+
+
+@app.task(name="compat.ignored", ignore_result=True)
+async def ignored(x: int) -> int:
+    return x
+
+
+@app.task(name="compat.rejecting", acks_late=True)
+async def rejecting() -> None:
+    raise Reject("not for me", requeue=False)
+
+
+@app.task(name="compat.ignoring")
+async def ignoring() -> None:
+    raise Ignore()
+
+
+@app.task(name="compat.unencodable")
+async def unencodable() -> object:
+    return object()

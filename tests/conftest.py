@@ -1,0 +1,184 @@
+"""Shared fixtures: real services on loopback, a real Celery client, worker processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+AMQP_PORT = int(os.environ.get("ASYNCWORKER_AMQP_PORT", "5672"))
+PG_PORT = int(os.environ.get("ASYNCWORKER_PG_PORT", "5432"))
+REDIS_PORT = int(os.environ.get("ASYNCWORKER_REDIS_PORT", "6379"))
+BROKER_URL = f"amqp://guest:guest@127.0.0.1:{AMQP_PORT}//"
+PG_DSN = f"postgresql://asyncworker:asyncworker@127.0.0.1:{PG_PORT}/asyncworker"
+REDIS_URL = f"redis://127.0.0.1:{REDIS_PORT}/0"
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.1,
+             what: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns a truthy value or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture(scope="session")
+def services() -> dict[str, str]:
+    """RabbitMQ, PostgreSQL and Redis on loopback, started by the project script if down."""
+    if not all(_port_open(p) for p in (AMQP_PORT, PG_PORT, REDIS_PORT)):
+        subprocess.run([str(REPO / "deploy/local/services.sh"), "start"], check=True)
+    return {"broker": BROKER_URL, "postgres": PG_DSN, "redis": REDIS_URL}
+
+
+@pytest.fixture(scope="session")
+def celery_app(services: dict[str, str]) -> Any:
+    """A real Celery client: producer and result reader, as a deployment would use."""
+    from celery import Celery
+
+    app = Celery("client", broker=BROKER_URL,
+                 backend="db+postgresql+psycopg2://" + PG_DSN.split("://", 1)[1])
+    app.conf.update(result_extended=True, task_serializer="json", accept_content=["json"],
+                    broker_connection_retry_on_startup=True)
+    return app
+
+
+@pytest.fixture
+def queue_name() -> str:
+    """A queue of this test's own."""
+    return f"t.{uuid.uuid4().hex[:10]}"
+
+
+class WorkerProcess:
+    """``python -m asyncworker worker`` in a subprocess, logging JSON to a file."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.log_path = log_path
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "asyncworker", "worker", *args],
+            cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+        )
+
+    def lines(self) -> list[dict[str, Any]]:
+        """Parsed JSON log lines so far (non-JSON lines kept as {'raw': text})."""
+        out = []
+        for raw in self.log_path.read_text(errors="replace").splitlines():
+            try:
+                out.append(json.loads(raw))
+            except ValueError:
+                out.append({"raw": raw})
+        return out
+
+    def events(self, event: str) -> list[dict[str, Any]]:
+        """Log lines whose event is ``event``."""
+        return [line for line in self.lines() if line.get("event") == event]
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        """Wait for the 'worker ready' line (fail early if the process died)."""
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited {self.proc.returncode}:\n"
+                                     + self.log_path.read_text())
+            return bool(self.events("worker ready"))
+        wait_for(ready, timeout, what="worker ready")
+
+    def signal(self, sig: int) -> None:
+        """Send a signal to the worker."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def wait_exit(self, timeout: float = 60) -> int:
+        """Wait for the process to end; return its exit code."""
+        return self.proc.wait(timeout=timeout)
+
+    def stop(self) -> None:
+        """Warm stop, then kill if it hangs."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+@pytest.fixture
+def start_worker(services: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start asyncworker processes for a test; all are stopped at teardown."""
+    started: list[WorkerProcess] = []
+
+    def start(*args: str, app: str = "tests.apps.compat:app", wait: bool = True,
+              **settings: Any) -> WorkerProcess:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ASYNCWORKER_")}
+        env.update({
+            "ASYNCWORKER_BROKER_URL": BROKER_URL,
+            "ASYNCWORKER_RESULT_BACKEND": "db+" + PG_DSN,
+            "ASYNCWORKER_RESULT_EXTENDED": "true",
+            "ASYNCWORKER_WORKER_LOG_FORMAT": "json",
+            "ASYNCWORKER_TEST_REDIS_URL": REDIS_URL,
+            "PYTHONUNBUFFERED": "1",
+        })
+        for key, value in settings.items():
+            env["ASYNCWORKER_" + key.upper()] = (
+                json.dumps(value) if isinstance(value, (dict, list)) else str(value))
+        worker = WorkerProcess(["-A", app, *args], env,
+                               tmp_path / f"worker-{len(started)}.log")
+        started.append(worker)
+        if wait:
+            worker.wait_ready()
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+@pytest.fixture(scope="session")
+def pg(services: dict[str, str]) -> Iterator[Any]:
+    """A psycopg2 connection (autocommit) to the results database."""
+    import psycopg2
+
+    conn = psycopg2.connect(PG_DSN)
+    conn.autocommit = True
+    yield conn
+    conn.close()
+
+
+@pytest.fixture(scope="session")
+def redis_client(services: dict[str, str]) -> Any:
+    """A sync Redis client."""
+    import redis
+
+    return redis.Redis.from_url(REDIS_URL)
+
+
+def task_rows(pg: Any, ids: list[str]) -> dict[str, dict[str, Any]]:
+    """celery_taskmeta rows for ``ids`` keyed by task id."""
+    with pg.cursor() as cur:
+        cur.execute("SELECT task_id, status, name, args, kwargs, worker, retries, queue, "
+                    "date_done, traceback FROM celery_taskmeta WHERE task_id = ANY(%s)", (ids,))
+        cols = [c.name for c in cur.description]
+        return {row[0]: dict(zip(cols, row, strict=True)) for row in cur.fetchall()}
