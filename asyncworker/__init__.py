@@ -2,8 +2,8 @@
 
 from .app import App
 from .exceptions import (
-    ImproperlyConfigured,
     Ignore,
+    ImproperlyConfigured,
     MaxRetriesExceededError,
     NotRegistered,
     Reject,

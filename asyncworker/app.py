@@ -8,11 +8,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, overload
 
-from . import protocol, settings as settings_mod
-from .backends import ResultBackend, create as create_backend
+from . import protocol
+from . import settings as settings_mod
+from .backends import ResultBackend
+from .backends import create as create_backend
 from .broker.amqp import AmqpBroker
 from .broker.topology import Topology
-from .result import AsyncResult
+from .result import AsyncResult as ResultHandle
 from .settings import Settings
 from .task import Task, build_task
 
@@ -129,9 +131,9 @@ class App:
             self._broker = None
 
     # -- producer ---------------------------------------------------------
-    def AsyncResult(self, task_id: str) -> AsyncResult:  # noqa: N802 - Celery's name
+    def AsyncResult(self, task_id: str) -> ResultHandle:
         """A result handle for ``task_id``."""
-        return AsyncResult(task_id, self)
+        return ResultHandle(task_id, self)
 
     async def send_task(
         self,
@@ -162,7 +164,7 @@ class App:
         chain: list[dict[str, Any]] | None = None,
         chord: dict[str, Any] | None = None,
         serializer: str | None = None,
-    ) -> AsyncResult:
+    ) -> ResultHandle:
         """Publish a protocol-v2 task message (with publisher confirm), Celery-style."""
         now = datetime.now(UTC)
         if countdown is not None:
@@ -185,7 +187,7 @@ class App:
         broker = await self.get_broker()
         await broker.ensure_declared(route.queue, self.settings.broker_passive_declare)
         await broker.publish(route.exchange, route.routing_key, message)
-        return AsyncResult(message.correlation_id, self)
+        return ResultHandle(message.correlation_id, self)
 
 
 def _as_list(value: list[dict[str, Any]] | dict[str, Any] | None) -> list[dict[str, Any]] | None:

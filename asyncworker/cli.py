@@ -10,7 +10,8 @@ from collections.abc import Sequence
 
 from .app import App
 from .exceptions import ImproperlyConfigured
-from .logging import configure as configure_logging, get_logger
+from .logging import configure as configure_logging
+from .logging import get_logger
 
 DEFAULT_APP = "asyncworker.tasks:app"
 

@@ -67,7 +67,7 @@ class WorkerLostError(CeleryCompatibleError):
     celery_module = "billiard.exceptions"
 
 
-class Retry(CeleryCompatibleError):  # noqa: N818 - Celery's name
+class Retry(CeleryCompatibleError):
     """Raised by a task to ask for a later retry (``self.retry()``)."""
 
     def __init__(
@@ -82,7 +82,7 @@ class Retry(CeleryCompatibleError):  # noqa: N818 - Celery's name
         super().__init__(message, exc, when)
 
 
-class Reject(CeleryCompatibleError):  # noqa: N818 - Celery's name
+class Reject(CeleryCompatibleError):
     """Raised by a task to reject its message, optionally requeueing it."""
 
     def __init__(self, reason: object = None, requeue: bool = False) -> None:
@@ -91,15 +91,14 @@ class Reject(CeleryCompatibleError):  # noqa: N818 - Celery's name
         super().__init__(reason, requeue)
 
 
-class Ignore(CeleryCompatibleError):  # noqa: N818 - Celery's name
+class Ignore(CeleryCompatibleError):
     """Raised by a task to end it without storing any state."""
 
 
 def celery_module_of(exc_type: type[BaseException]) -> str:
     """The module name a Celery client should import to rebuild ``exc_type``."""
     module = getattr(exc_type, "celery_module", None)
-    if isinstance(module, str) and issubclass(exc_type, CeleryCompatibleError):
-        # Subclasses defined by users keep their own module.
-        if exc_type.__module__ == __name__:
-            return module
+    # Only our own classes map to Celery's modules; user subclasses keep theirs.
+    if isinstance(module, str) and exc_type.__module__ == __name__:
+        return module
     return exc_type.__module__

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import serialization
-from .exceptions import InvalidTaskError
+from .exceptions import ContentDisallowed, InvalidTaskError
 
 EMBED_KEYS = ("callbacks", "errbacks", "chain", "chord")
 REPR_LIMIT = 1024
@@ -95,7 +95,8 @@ def _time_limits(value: Any) -> tuple[float | None, float | None]:
         return None, None
     if not isinstance(value, (list, tuple)) or len(value) != 2:
         raise InvalidTaskError(f"invalid timelimit {value!r}")
-    return _optional_number(value[0], "hard time limit"), _optional_number(value[1], "soft time limit")
+    hard = _optional_number(value[0], "hard time limit")
+    return hard, _optional_number(value[1], "soft time limit")
 
 
 def _text(headers: Mapping[str, Any], key: str) -> str | None:
@@ -210,13 +211,11 @@ def decode(
     compression = _text(hdrs, "compression")
     try:
         payload = serialization.loads(body, content_type, content_encoding, accept, compression)
-    except (ValueError, UnicodeDecodeError, OSError, EOFError, TypeError) as exc:
-        raise InvalidTaskError(f"undecodable body: {exc}") from exc
+    except ContentDisallowed:
+        raise
     except Exception as exc:
-        # pickle (when allowed) and decompressors raise assorted errors.
-        if isinstance(exc, serialization.ContentDisallowed):
-            raise
-        raise InvalidTaskError(f"undecodable body: {exc!r}") from exc
+        # JSON, pickle (when allowed) and the decompressors raise assorted errors.
+        raise InvalidTaskError(f"undecodable body: {exc}") from exc
     message = _decode_v2(hdrs, payload) if "task" in hdrs else _decode_v1(payload)
     message.reply_to = reply_to
     message.correlation_id = correlation_id

@@ -29,7 +29,8 @@ def exception_from_meta(meta: Any) -> BaseException:
         cls = type(name.rsplit(".", 1)[-1], (Exception,), {"__module__": str(module)})
     message = meta.get("exc_message", ())
     try:
-        return cls(*message) if isinstance(message, (list, tuple)) else cls(message)
+        exc: BaseException = cls(*message) if isinstance(message, (list, tuple)) else cls(message)
+        return exc
     except Exception:
         return Exception(f"{name}({message!r})")
 

@@ -105,7 +105,7 @@ class Settings:
         return max(1, min(self.worker_concurrency, 32))
 
     def prefetch_count(self) -> int:
-        """basic.qos prefetch: concurrency × multiplier, as Celery computes it."""
+        """basic.qos prefetch: concurrency x multiplier, as Celery computes it."""
         return max(0, self.worker_concurrency * self.worker_prefetch_multiplier)
 
 
@@ -114,9 +114,9 @@ def coerce(value: Any, hint: Any, what: str) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin in (types.UnionType, typing.Union):
-        if value is None or (isinstance(value, str) and value.lower() in ("", "none", "null")):
-            if type(None) in args:
-                return None
+        empty = value is None or (isinstance(value, str) and value.lower() in ("", "none", "null"))
+        if empty and type(None) in args:
+            return None
         inner = [a for a in args if a is not type(None)]
         return coerce(value, inner[0], what)
     target = origin or hint

@@ -198,5 +198,5 @@ def build_task(
         "__module__": fn.__module__,
         **options,
     }
-    cls = type(fn.__name__, (base,), attrs)
+    cls: type[Task] = type(fn.__name__, (base,), attrs)
     return cls()

@@ -126,7 +126,8 @@ class WorkerProcess:
 
 
 @pytest.fixture
-def start_worker(services: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+def start_worker(services: dict[str, str],
+                 tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     """Start asyncworker processes for a test; all are stopped at teardown."""
     started: list[WorkerProcess] = []
 

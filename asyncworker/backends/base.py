@@ -25,7 +25,7 @@ def exception_to_meta(exc: BaseException) -> dict[str, Any]:
 
 def _serializable_args(args: tuple[Any, ...]) -> list[Any]:
     # Exception args can hold anything; keep what JSON can carry, repr the rest.
-    out = []
+    out: list[Any] = []
     for arg in args:
         if arg is None or isinstance(arg, (str, int, float, bool)):
             out.append(arg)

@@ -75,7 +75,7 @@ class AmqpBroker:
                     self.url, timeout=self.connect_timeout
                 )
                 break
-            except (OSError, asyncio.TimeoutError, aio_pika.exceptions.AMQPError) as exc:
+            except (TimeoutError, OSError, aio_pika.exceptions.AMQPError) as exc:
                 if not retry:
                     raise
                 log.warning("broker unreachable, retrying", url=self.display_url,

@@ -14,9 +14,7 @@ from ..app import App
 
 _CONFIG = Path(__file__).resolve().parents[2] / "config" / "vision_analysis.toml"
 
-app = App(
-    "asyncworker",
-    config_file=os.environ.get("ASYNCWORKER_CONFIG") or (str(_CONFIG) if _CONFIG.exists() else None),
-)
+_default_config = str(_CONFIG) if _CONFIG.exists() else None
+app = App("asyncworker", config_file=os.environ.get("ASYNCWORKER_CONFIG") or _default_config)
 
 from . import sample  # noqa: E402,F401  (registers tasks on app)

@@ -139,7 +139,7 @@ class Consumer:
         pending = {h for h in self.handlers if not h.done()}
         if not pending:
             return True
-        done, still = await asyncio.wait(pending, timeout=timeout)
+        _, still = await asyncio.wait(pending, timeout=timeout)
         return not still
 
     async def cancel_running(self) -> None:

@@ -60,29 +60,29 @@ class HookSet(WorkerHooks):
                 self._log.error("hook failed", hook=type(hook).__name__, point=name,
                                 error=repr(exc))
 
-    def worker_ready(self, worker: Any) -> None:  # noqa: D102
+    def worker_ready(self, worker: Any) -> None:
         self._call("worker_ready", worker)
 
-    def worker_stopping(self, worker: Any, cold: bool) -> None:  # noqa: D102
+    def worker_stopping(self, worker: Any, cold: bool) -> None:
         self._call("worker_stopping", worker, cold)
 
-    def task_received(self, request: Request) -> None:  # noqa: D102
+    def task_received(self, request: Request) -> None:
         self._call("task_received", request)
 
-    def task_started(self, request: Request) -> None:  # noqa: D102
+    def task_started(self, request: Request) -> None:
         self._call("task_started", request)
 
-    def task_succeeded(self, request: Request, result: Any, runtime: float) -> None:  # noqa: D102
+    def task_succeeded(self, request: Request, result: Any, runtime: float) -> None:
         self._call("task_succeeded", request, result, runtime)
 
-    def task_failed(self, request: Request | None, exc: BaseException,  # noqa: D102
+    def task_failed(self, request: Request | None, exc: BaseException,
                     runtime: float) -> None:
         self._call("task_failed", request, exc, runtime)
 
-    def task_rejected(self, task_id: str | None, reason: str, requeue: bool) -> None:  # noqa: D102
+    def task_rejected(self, task_id: str | None, reason: str, requeue: bool) -> None:
         self._call("task_rejected", task_id, reason, requeue)
 
-    def task_revoked(self, request: Request, reason: str) -> None:  # noqa: D102
+    def task_revoked(self, request: Request, reason: str) -> None:
         self._call("task_revoked", request, reason)
 
 
@@ -92,22 +92,22 @@ class LogHooks(WorkerHooks):
     def __init__(self) -> None:
         self.log = get_logger("task")
 
-    def task_received(self, request: Request) -> None:  # noqa: D102
+    def task_received(self, request: Request) -> None:
         self.log.info("task received", task_id=request.id, task=request.task,
                       eta=request.eta.isoformat() if request.eta else None)
 
-    def task_succeeded(self, request: Request, result: Any, runtime: float) -> None:  # noqa: D102
+    def task_succeeded(self, request: Request, result: Any, runtime: float) -> None:
         self.log.info("task succeeded", task_id=request.id, task=request.task,
                       runtime=round(runtime, 6))
 
-    def task_failed(self, request: Request | None, exc: BaseException,  # noqa: D102
+    def task_failed(self, request: Request | None, exc: BaseException,
                     runtime: float) -> None:
         self.log.warning("task failed", task_id=request.id if request else None,
                          task=request.task if request else None,
                          exc_type=type(exc).__name__, error=str(exc), runtime=round(runtime, 6))
 
-    def task_rejected(self, task_id: str | None, reason: str, requeue: bool) -> None:  # noqa: D102
+    def task_rejected(self, task_id: str | None, reason: str, requeue: bool) -> None:
         self.log.warning("message rejected", task_id=task_id, reason=reason, requeue=requeue)
 
-    def task_revoked(self, request: Request, reason: str) -> None:  # noqa: D102
+    def task_revoked(self, request: Request, reason: str) -> None:
         self.log.info("task revoked", task_id=request.id, task=request.task, reason=reason)

@@ -10,6 +10,7 @@ published again (see ``Executor``), so no acked task is lost.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import signal
 from concurrent.futures import ThreadPoolExecutor
@@ -45,10 +46,8 @@ class Worker:
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
         for sig, cold in ((signal.SIGTERM, False), (signal.SIGINT, False), (signal.SIGQUIT, True)):
-            try:
+            with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread
                 loop.add_signal_handler(sig, self._on_signal, sig, cold)
-            except (NotImplementedError, RuntimeError):  # not the main thread
-                pass
 
     def _on_signal(self, sig: signal.Signals, cold: bool) -> None:
         kind = "cold" if cold or self._stop.is_set() else "warm"

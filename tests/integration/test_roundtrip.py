@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.apps.compat import CustomError
-from tests.conftest import task_rows, wait_for
+from tests.conftest import task_rows
 
 pytestmark = pytest.mark.integration
 
