@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# One-time (idempotent) local set-up: Python venv with asyncworker and its test
+# tools in .venv, plus RabbitMQ, PostgreSQL and Redis started on 127.0.0.1.
+set -euo pipefail
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$repo"
+
+python=${PYTHON:-python3}
+if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+  echo "[setup] asyncworker needs Python >= 3.11 (found $("$python" --version 2>&1))" >&2
+  exit 1
+fi
+if [ ! -x .venv/bin/python ]; then
+  echo "[setup] creating .venv" >&2
+  "$python" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q -e ".[test]"
+echo "[setup] python packages installed in .venv" >&2
+
+"$repo/deploy/local/services.sh" start
