@@ -90,22 +90,23 @@ as_pg() { runuser -u postgres -- "$@"; }
 
 start_pg() {
   local data; data=$(pg_data)
-  mkdir -p "$state"; chmod 755 "$state"
-  if [ ! -f "$data/PG_VERSION" ]; then
-    log "initdb $data"
-    mkdir -p "$data"; chown postgres:postgres "$data"; chmod 700 "$data"
-    local pw; pw=$(mktemp); echo "postgres" >"$pw"; chown postgres "$pw"
-    as_pg "$pg_bin/initdb" -D "$data" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
-      --pwfile="$pw" -E UTF8 --locale=C.UTF-8 >/dev/null
-    rm -f "$pw"
-  fi
-  if as_pg "$pg_bin/pg_ctl" -D "$data" status >/dev/null 2>&1; then
+  if "$pg_bin/pg_isready" -q -h 127.0.0.1 -p "$pg_port"; then
+    # Ours from an earlier start, or another checkout's: either serves the tests.
     log "postgresql already running on 127.0.0.1:$pg_port"
   else
+    mkdir -p "$state"; chmod 755 "$state"
+    if [ ! -f "$data/PG_VERSION" ]; then
+      log "initdb $data"
+      mkdir -p "$data"; chown postgres:postgres "$data"; chmod 700 "$data"
+      local pw; pw=$(mktemp); echo "postgres" >"$pw"; chown postgres "$pw"
+      as_pg "$pg_bin/initdb" -D "$data" -U postgres --auth-local=trust \
+        --auth-host=scram-sha-256 --pwfile="$pw" -E UTF8 --locale=C.UTF-8 >/dev/null
+      rm -f "$pw"
+    fi
     log "starting postgresql"
-    as_pg "$pg_bin/pg_ctl" -D "$data" -l "$data/server.log" -w -t 60 \
-      -o "-c listen_addresses=127.0.0.1 -p $pg_port -k /tmp -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" \
-      start >/dev/null
+    as_pg "$pg_bin/pg_ctl" -D "$data" -l "$data/server.log" -w -t 60 -o "-c listen_addresses=127.0.0.1 \
+-p $pg_port -k /tmp -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
+-c max_connections=200" start >/dev/null
   fi
   # Role and database for the project (idempotent).
   as_pg psql -h /tmp -p "$pg_port" -U postgres -qtAc \
@@ -150,7 +151,7 @@ case "${1:-}" in
   stop) stop_redis; stop_pg; stop_rabbit; log "stopped" ;;
   status)
     rabbit_up && echo "rabbitmq: up" || echo "rabbitmq: down"
-    as_pg "$pg_bin/pg_ctl" -D "$(pg_data)" status >/dev/null 2>&1 && echo "postgresql: up" || echo "postgresql: down"
+    "$pg_bin/pg_isready" -q -h 127.0.0.1 -p "$pg_port" && echo "postgresql: up" || echo "postgresql: down"
     redis_up && echo "redis: up" || echo "redis: down" ;;
   env) print_env ;;
   *) echo "usage: $0 install|start|stop|status|env" >&2; exit 2 ;;
