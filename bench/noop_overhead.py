@@ -53,9 +53,9 @@ async def run(tasks: int, concurrency: int, acks_late: bool) -> dict[str, float]
     env = dict(os.environ, ASYNCWORKER_BROKER_URL=BROKER, ASYNCWORKER_RESULT_BACKEND=DSN,
                ASYNCWORKER_WORKER_LOG_FORMAT="json", ASYNCWORKER_WORKER_LOG_LEVEL="WARNING")
     conn = await asyncpg.connect(DSN.removeprefix("db+"))
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "asyncworker", "worker", "-A", "bench.apps:app", "-Q", queue,
-         "-c", str(concurrency)], cwd=REPO, env=env,
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "asyncworker", "worker", "-A", "bench.apps:app", "-Q", queue,
+        "-c", str(concurrency), cwd=REPO, env=env,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     started = time.monotonic()
     try:
@@ -64,7 +64,7 @@ async def run(tasks: int, concurrency: int, acks_late: bool) -> dict[str, float]
                 "SELECT count(*) FROM celery_taskmeta WHERE task_id = ANY($1::text[])", ids)
             if done == tasks:
                 break
-            if worker.poll() is not None:
+            if worker.returncode is not None:
                 raise RuntimeError(f"worker exited with {worker.returncode}")
             await asyncio.sleep(0.05)
         wall = time.monotonic() - started
@@ -74,7 +74,7 @@ async def run(tasks: int, concurrency: int, acks_late: bool) -> dict[str, float]
             "WHERE task_id = ANY($1::text[])", ids)
     finally:
         worker.terminate()
-        worker.wait(30)
+        await asyncio.wait_for(worker.wait(), 30)
         await conn.close()
     span = (last - first).total_seconds()
     return {
