@@ -1,0 +1,88 @@
+"""asyncworker's producer and result reader against a real Celery worker."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from asyncworker import App
+from tests.conftest import BROKER_URL, PG_DSN, REPO
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def celery_worker(services: dict[str, str], queue_name: str,
+                  tmp_path: Path) -> Iterator[str]:
+    env = dict(os.environ, CELERY_BROKER_URL=BROKER_URL,
+               CELERY_RESULT_BACKEND="db+postgresql+psycopg2://" + PG_DSN.split("://", 1)[1])
+    log = open(tmp_path / "celery.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "tests.apps.celery_worker:app", "worker",
+         "-P", "solo", "-Q", queue_name, "--without-mingle", "--without-gossip",
+         "--without-heartbeat", "-l", "INFO"], cwd=REPO, env=env, stdout=log,
+        stderr=subprocess.STDOUT)
+    yield queue_name
+    proc.terminate()
+    proc.wait(30)
+    log.close()
+
+
+async def test_celery_worker_runs_our_messages(celery_worker: str) -> None:
+    producer = App("producer", broker_url=BROKER_URL, result_backend="db+" + PG_DSN)
+    try:
+        parent = str(uuid.uuid4())
+        result = await producer.send_task(
+            "celery_side.describe", [1, Decimal("2.5"), datetime(2026, 1, 1, tzinfo=UTC)],
+            {"k": b"bytes"}, queue=celery_worker, countdown=0.1, expires=120,
+            time_limit=30, soft_time_limit=20, parent_id=parent, root_id=parent,
+            headers={"x-custom": "kept"})
+        info = await result.get(timeout=60, interval=0.1)
+        assert info["args"] == [1, Decimal("2.5"), datetime(2026, 1, 1, tzinfo=UTC)]
+        assert info["kwargs"] == {"k": b"bytes"}
+        assert info["timelimit"] == [30, 20]
+        assert info["root_id"] == parent and info["parent_id"] == parent
+        assert info["eta"] is not None and info["expires"] is not None
+        assert info["delivery_info"]["routing_key"] == celery_worker
+        assert await result.state() == "SUCCESS"
+
+        failing = await producer.send_task("celery_side.fail", ["nope"], queue=celery_worker)
+        with pytest.raises(LookupError, match="nope"):
+            await failing.get(timeout=60, interval=0.1)
+        pending = producer.AsyncResult(str(uuid.uuid4()))
+        assert await pending.state() == "PENDING"
+    finally:
+        await producer.close()
+
+
+async def test_expiring_message_gets_broker_ttl(services: dict[str, str],
+                                                queue_name: str) -> None:
+    """expires also becomes the message TTL, as Celery (5.2+) sends it."""
+    producer = App("producer", broker_url=BROKER_URL)
+    try:
+        await producer.send_task("x.y", queue=queue_name,
+                                 expires=datetime.now(UTC) + timedelta(seconds=2))
+        broker = await producer.get_broker()
+        channel = await broker._channel(publish=True)
+
+        async def count() -> int:
+            queue = await channel.declare_queue(queue_name, passive=True)
+            return int(queue.declaration_result.message_count)
+
+        assert await count() == 1
+        deadline = datetime.now(UTC) + timedelta(seconds=15)
+        while await count() and datetime.now(UTC) < deadline:
+            await asyncio.sleep(0.1)
+        assert await count() == 0  # dropped by RabbitMQ when its TTL ran out
+    finally:
+        await producer.close()
