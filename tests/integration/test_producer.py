@@ -75,9 +75,11 @@ async def test_expiring_message_gets_broker_ttl(services: dict[str, str],
         broker = await producer.get_broker()
         channel = await broker._channel(publish=True)
 
+        queue = await channel.declare_queue(queue_name, passive=True)
+
         async def count() -> int:
-            queue = await channel.declare_queue(queue_name, passive=True)
-            return int(queue.declaration_result.message_count)
+            # A fresh declare: the robust channel caches the first answer.
+            return int((await queue.declare()).message_count)
 
         assert await count() == 1
         deadline = datetime.now(UTC) + timedelta(seconds=15)
