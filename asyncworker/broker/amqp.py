@@ -28,6 +28,9 @@ from .topology import ExchangeSpec, QueueSpec
 
 log = get_logger("broker")
 
+# Seconds between reconnection attempts after the broker link drops.
+RECONNECT_INTERVAL = 1.0
+
 MessageHandler = Callable[[AbstractIncomingMessage], Awaitable[None]]
 
 
@@ -72,8 +75,10 @@ class AmqpBroker:
         while True:
             try:
                 self.connection = await aio_pika.connect_robust(
-                    self.url, timeout=self.connect_timeout
+                    self.url, timeout=self.connect_timeout,
+                    reconnect_interval=RECONNECT_INTERVAL,
                 )
+                self.connection.reconnect_callbacks.add(self._on_reconnect)
                 break
             except (TimeoutError, OSError, aio_pika.exceptions.AMQPError) as exc:
                 if not retry:
@@ -83,6 +88,12 @@ class AmqpBroker:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
         log.info("connected to broker", url=self.display_url)
+
+    def _on_reconnect(self, *_: Any) -> None:
+        # Declarations are per connection for the producer; redo them lazily.
+        self._declared.clear()
+        log.warning("reconnected to broker; unacked messages will be redelivered",
+                    url=self.display_url)
 
     async def close(self) -> None:
         """Close channels and the connection."""
@@ -206,6 +217,19 @@ class AmqpBroker:
             ),
             routing_key=incoming.routing_key or "",
         )
+
+
+def is_stale(message: AbstractIncomingMessage) -> bool:
+    """True when the message came on a channel that has since closed.
+
+    The broker has requeued it (and may have sent it again on the new channel),
+    so running it would run the task twice.
+    """
+    try:
+        message.channel  # noqa: B018 - raises once the channel is closed
+    except Exception:
+        return True
+    return False
 
 
 async def settle(message: AbstractIncomingMessage, action: str, requeue: bool = False,

@@ -18,7 +18,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from .. import protocol, serialization, states
 from ..app import App
 from ..backends.base import ResultBackend, TaskOutcome, exception_to_meta
-from ..broker.amqp import AmqpBroker, settle
+from ..broker.amqp import AmqpBroker, is_stale, settle
 from ..broker.topology import QueueSpec
 from ..exceptions import ContentDisallowed, InvalidTaskError, NotRegistered, TaskRevokedError
 from ..logging import get_logger
@@ -109,6 +109,8 @@ class Consumer:
         self.handlers: set[asyncio.Task[None]] = set()
         self.waiting: set[asyncio.Task[None]] = set()
         self.running: set[asyncio.Task[None]] = set()
+        # Task ids executing here, each with an event set when it is done.
+        self.active: dict[str, asyncio.Event] = {}
         self.stopping = False
 
     async def start(self, queues: list[QueueSpec]) -> None:
@@ -191,9 +193,19 @@ class Consumer:
                 if await self._skip(request, delivery):
                     return
             async with self.semaphore:
+                if is_stale(message):
+                    log.info("channel closed before the task started; the broker "
+                             "redelivers it", task_id=request.id)
+                    return
                 self.waiting.discard(current)
                 self.running.add(current)
-                await self.executor.execute(task, request, delivery)
+                done = self.active[request.id] = asyncio.Event()
+                try:
+                    await self.executor.execute(task, request, delivery)
+                finally:
+                    done.set()
+                    if self.active.get(request.id) is done:
+                        del self.active[request.id]
         except asyncio.CancelledError:
             # Not started yet (warm shutdown): hand the message back to the broker.
             if current in self.waiting and not delivery.settled:
@@ -236,7 +248,18 @@ class Consumer:
             self.hooks.task_revoked(request, "expired")
             await delivery.ack(request.id)
             return True
-        if request.delivery_info.get("redelivered") and self.backend is not None:
+        if not request.delivery_info.get("redelivered"):
+            return False
+        running_here = self.active.get(request.id)
+        if running_here is not None:
+            # The connection dropped while this task ran here; the broker sent it
+            # again. Let the first run finish instead of starting a second one.
+            log.info("redelivered task is still running here; waiting for it",
+                     task_id=request.id)
+            await running_here.wait()
+            await delivery.ack(request.id)
+            return True
+        if self.backend is not None:
             # The ack of a finished task can be lost with the connection; Celery
             # runs such a redelivery again. Its stored state tells us it is done.
             try:

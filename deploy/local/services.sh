@@ -8,6 +8,7 @@
 #   deploy/local/services.sh stop      # stop all three
 #   deploy/local/services.sh status    # one line per service
 #   deploy/local/services.sh env       # print the URLs the tests and examples use
+#   deploy/local/services.sh rabbitmqctl ARGS  # talk to the local RabbitMQ node
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -154,5 +155,6 @@ case "${1:-}" in
     "$pg_bin/pg_isready" -q -h 127.0.0.1 -p "$pg_port" && echo "postgresql: up" || echo "postgresql: down"
     redis_up && echo "redis: up" || echo "redis: down" ;;
   env) print_env ;;
-  *) echo "usage: $0 install|start|stop|status|env" >&2; exit 2 ;;
+  rabbitmqctl) shift; rabbit_env; exec "$rabbit_bin/rabbitmqctl" "$@" ;;
+  *) echo "usage: $0 install|start|stop|status|env|rabbitmqctl ARGS" >&2; exit 2 ;;
 esac

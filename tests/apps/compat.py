@@ -165,3 +165,11 @@ async def ignoring() -> None:
 @app.task(name="compat.unencodable")
 async def unencodable() -> object:
     return object()
+
+
+@app.task(name="compat.count_runs", acks_late=True, bind=True)
+async def count_runs(self: Task, seconds: float) -> int:
+    """Counts its executions per task id in Redis, then waits."""
+    runs = int(await _redis().incr(f"runs:{self.request.id}"))
+    await asyncio.sleep(seconds)
+    return runs
