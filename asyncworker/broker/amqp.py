@@ -200,23 +200,17 @@ class AmqpBroker:
 
     async def republish(self, incoming: AbstractIncomingMessage) -> None:
         """Publish a copy of a received message back where it came from."""
-        channel = await self._channel(publish=True)
-        exchange_name = incoming.exchange or ""
-        exchange = (channel.default_exchange if exchange_name == ""
-                    else await channel.get_exchange(exchange_name, ensure=False))
-        await exchange.publish(
-            aio_pika.Message(
-                incoming.body,
-                headers=dict(incoming.headers or {}),
-                content_type=incoming.content_type,
-                content_encoding=incoming.content_encoding,
-                correlation_id=incoming.correlation_id,
-                reply_to=incoming.reply_to,
-                priority=incoming.priority or 0,
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            ),
-            routing_key=incoming.routing_key or "",
+        copy = OutgoingMessage(
+            body=incoming.body,
+            headers=dict(incoming.headers or {}),
+            content_type=incoming.content_type or "application/json",
+            content_encoding=incoming.content_encoding or "utf-8",
+            correlation_id=incoming.correlation_id or "",
+            reply_to=incoming.reply_to,
+            priority=incoming.priority,
+            expiration_ms=None,
         )
+        await self.publish(incoming.exchange or "", incoming.routing_key or "", copy)
 
 
 def is_stale(message: AbstractIncomingMessage) -> bool:
