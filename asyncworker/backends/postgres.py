@@ -212,8 +212,8 @@ class PostgresBackend(ResultBackend):
     async def store(self, outcome: TaskOutcome) -> None:
         """Queue the row for the next batch and wait until it is committed."""
         row = self._row(outcome)
-        if self._closing and self._flusher is None:
-            raise RuntimeError("result backend is closed")
+        if self._flusher is None or self._flusher.done():
+            raise RuntimeError("result backend is not running")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append(_Write(row, future))
         self._wakeup.set()
@@ -231,7 +231,13 @@ class PostgresBackend(ResultBackend):
                 self._pending[: self.batch_size],
                 self._pending[self.batch_size:],
             )
-            await self._write_batch(batch)
+            try:
+                await self._write_batch(batch)
+            except Exception as exc:
+                # A bug here must fail these writes, not strand every later caller.
+                log.exception("result flusher error", error=repr(exc))
+                for write in batch:
+                    _settle(write.future, exc)
 
     async def _write_batch(self, batch: list[_Write]) -> None:
         assert self._pool is not None
