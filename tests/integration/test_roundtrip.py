@@ -58,7 +58,7 @@ def _plan(i: int) -> tuple[str, list[Any], dict[str, Any], Any]:
 
 def test_500_mixed_tasks_round_trip(celery_app: Any, start_worker: Any, queue_name: str,
                                     pg: Any) -> None:
-    start_worker("-Q", queue_name, "-c", "50")
+    worker = start_worker("-Q", queue_name, "-c", "50")
     sent = []
     for i in range(500):
         name, args, kwargs, expected = _plan(i)
@@ -91,6 +91,14 @@ def test_500_mixed_tasks_round_trip(celery_app: Any, start_worker: Any, queue_na
         assert loads(bytes(row["kwargs"])) == kwargs
         # The client reads the extended fields too.
         assert result.name == name
+
+    # One line per task outcome, with id, name and runtime; no password anywhere.
+    logged = {line["task_id"]: line for line in worker.lines()
+              if line.get("event") in ("task succeeded", "task failed")}
+    assert set(logged) == {r.id for r, *_ in sent}
+    assert all(line["task"] and line["runtime"] >= 0 for line in logged.values())
+    text = worker.log_path.read_text()
+    assert "asyncworker:asyncworker@" not in text and "asyncworker:***@" in text
 
 
 def test_delay_and_apply_async_through_celery_task_stubs(celery_app: Any, start_worker: Any,
