@@ -162,3 +162,20 @@ def test_ignore_result_reject_ignore_and_unencodable(celery_app: Any, start_work
     assert rows == {}
     rejected = [line["task_id"] for line in worker.events("message rejected")]
     assert rejected == [rejecting.id]
+
+
+def test_pickle_results_for_old_readers(celery_app: Any, start_worker: Any, queue_name: str,
+                                        pg: Any) -> None:
+    """result_serializer=pickle writes raw pickles, which every Celery version reads."""
+    import pickle
+
+    worker = start_worker("-Q", queue_name, "-c", "2", result_serializer="pickle")
+    ok = celery_app.send_task("compat.echo", [Decimal("1.5")], queue=queue_name)
+    bad = celery_app.send_task("compat.raise_custom", ["old"], queue=queue_name)
+    assert ok.get(timeout=30) == {"args": [Decimal("1.5")], "kwargs": {}}
+    with pytest.raises(CustomError):
+        bad.get(timeout=30)
+    with pg.cursor() as cur:
+        cur.execute("SELECT result FROM celery_taskmeta WHERE task_id = %s", (ok.id,))
+        assert pickle.loads(bytes(cur.fetchone()[0])) == {"args": [Decimal("1.5")], "kwargs": {}}
+    assert any("results are pickled" in line.get("event", "") for line in worker.lines())
