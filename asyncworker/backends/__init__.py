@@ -32,6 +32,6 @@ def create(settings: Settings) -> ResultBackend | None:
         from .postgres import PostgresBackend
 
         return PostgresBackend(url, settings)
-    raise ImproperlyConfigured(
-        "the Redis result backend is not available yet; use a PostgreSQL result_backend"
-    )
+    from .redis import RedisBackend
+
+    return RedisBackend(url, settings)

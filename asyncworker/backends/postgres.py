@@ -6,16 +6,14 @@ Rows are what Celery's database backend (5.7) writes: ``result`` holds the
 states, ``traceback`` text, and with ``result_extended`` the name, args,
 kwargs, worker, retries and queue. A stored SUCCESS is never overwritten.
 
-Writes are batched: every ``store`` call queues a row and waits; one flusher
-writes whatever has queued up with a single ``executemany`` per batch, so under
-load a round trip serves hundreds of tasks while each caller still learns when
-its own row is committed (the worker acks late tasks only then).
+Writes go through ``BatchWriter``: one ``executemany`` per batch of whatever
+has queued, each caller waiting for its own row's commit.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,6 +23,7 @@ from .. import serialization
 from ..logging import get_logger, redact_url
 from ..settings import Settings
 from .base import ResultBackend, ResultEncodeError, StoredResult, TaskOutcome
+from .batching import BatchWriter
 
 log = get_logger("backend.postgres")
 
@@ -64,14 +63,6 @@ def utcnow_naive() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-class _Write:
-    __slots__ = ("future", "row")
-
-    def __init__(self, row: tuple[Any, ...], future: asyncio.Future[None]) -> None:
-        self.row = row
-        self.future = future
-
-
 class PostgresBackend(ResultBackend):
     """Celery-compatible ``celery_taskmeta`` writer with batched, durable writes."""
 
@@ -89,12 +80,9 @@ class PostgresBackend(ResultBackend):
         self.task_sequence = _qualified(schemas.get("task"), "task_id_sequence")
         self.group_sequence = _qualified(schemas.get("group"), "taskset_id_sequence")
         self.extended = settings.result_extended
-        self.batch_size = max(1, settings.result_batch_size)
         self._pool: asyncpg.Pool | None = None
-        self._pending: list[_Write] = []
-        self._wakeup = asyncio.Event()
-        self._flusher: asyncio.Task[None] | None = None
-        self._closing = False
+        self._writer = BatchWriter(self._write_many, _TRANSIENT, settings.result_batch_size,
+                                   self.describe())
         columns = ["task_id", "status", "result", "date_done", "traceback"]
         if self.extended:
             columns += ["name", "args", "kwargs", "worker", "retries", "queue"]
@@ -131,15 +119,11 @@ class PostgresBackend(ResultBackend):
                 delay = min(delay * 2, 10.0)
         if self.settings.database_create_tables_at_setup:
             await self._create_tables()
-        self._flusher = asyncio.create_task(self._flush_loop(), name="result-flusher")
+        self._writer.start()
 
     async def close(self) -> None:
         """Write what is queued, then close the pool."""
-        self._closing = True
-        self._wakeup.set()
-        if self._flusher is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
+        await self._writer.close()
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -211,59 +195,12 @@ class PostgresBackend(ResultBackend):
 
     async def store(self, outcome: TaskOutcome) -> None:
         """Queue the row for the next batch and wait until it is committed."""
-        row = self._row(outcome)
-        if self._flusher is None or self._flusher.done():
-            raise RuntimeError("result backend is not running")
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Write(row, future))
-        self._wakeup.set()
-        await asyncio.shield(future)
+        await self._writer.submit(self._row(outcome))
 
-    async def _flush_loop(self) -> None:
-        while True:
-            if not self._pending:
-                if self._closing:
-                    return
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            batch, self._pending = (
-                self._pending[: self.batch_size],
-                self._pending[self.batch_size:],
-            )
-            try:
-                await self._write_batch(batch)
-            except Exception as exc:
-                # A bug here must fail these writes, not strand every later caller.
-                log.exception("result flusher error", error=repr(exc))
-                for write in batch:
-                    _settle(write.future, exc)
-
-    async def _write_batch(self, batch: list[_Write]) -> None:
+    async def _write_many(self, rows: Sequence[tuple[Any, ...]]) -> None:
         assert self._pool is not None
-        delay = 0.2
-        while True:
-            try:
-                async with self._pool.acquire() as conn:
-                    await conn.executemany(self._insert_sql, [w.row for w in batch])
-                break
-            except _TRANSIENT as exc:
-                # Never drop a write: the caller has not acked its message yet.
-                log.warning("result write failed, retrying", url=self.describe(),
-                            rows=len(batch), error=str(exc), retry_in=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
-            except asyncpg.PostgresError as exc:
-                if len(batch) == 1:
-                    _settle(batch[0].future, exc)
-                    return
-                # One bad row must not fail its neighbours: write them one by one.
-                log.warning("batched result write failed; writing rows singly", error=str(exc))
-                for write in batch:
-                    await self._write_batch([write])
-                return
-        for write in batch:
-            _settle(write.future, None)
+        async with self._pool.acquire() as conn:
+            await conn.executemany(self._insert_sql, rows)
 
     # -- reads -------------------------------------------------------------
     async def get(self, task_id: str) -> StoredResult | None:
@@ -285,10 +222,3 @@ class PostgresBackend(ResultBackend):
         return StoredResult(task_id, row["status"], value, row["traceback"], row["date_done"])
 
 
-def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
-    if future.done():
-        return
-    if error is None:
-        future.set_result(None)
-    else:
-        future.set_exception(error)

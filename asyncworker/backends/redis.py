@@ -1,0 +1,134 @@
+"""Redis result backend (redis-py asyncio), writing what Celery's Redis backend writes.
+
+Key ``celery-task-meta-<id>``; value the ``result_serializer`` encoding (JSON by
+default) of ``{status, result, traceback, children, date_done, task_id, ...}``.
+Each write is ``SETEX`` plus ``PUBLISH`` on the key (Celery clients wait on that
+channel), and a stored SUCCESS is never replaced: a Lua script checks and
+writes in one step, where Celery reads and writes in two.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis import exceptions as redis_errors
+
+from .. import serialization
+from ..logging import redact_url
+from ..settings import Settings
+from .base import ResultBackend, ResultEncodeError, StoredResult, TaskOutcome
+from .batching import BatchWriter
+
+TASK_PREFIX = "celery-task-meta-"
+GROUP_PREFIX = "celery-taskset-meta-"
+
+_TRANSIENT = (
+    OSError,
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    redis_errors.BusyLoadingError,
+)
+
+# KEYS[1] result key; ARGV[1] value, ARGV[2] ttl seconds (0: none).
+_STORE_LUA = """
+local current = redis.call('GET', KEYS[1])
+if current then
+  local ok, meta = pcall(cjson.decode, current)
+  if ok and type(meta) == 'table' and meta['status'] == 'SUCCESS' then
+    return 0
+  end
+end
+if tonumber(ARGV[2]) > 0 then
+  redis.call('SETEX', KEYS[1], ARGV[2], ARGV[1])
+else
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+redis.call('PUBLISH', KEYS[1], ARGV[1])
+return 1
+"""
+
+
+class RedisBackend(ResultBackend):
+    """Celery-compatible Redis result store with pipelined, batched writes."""
+
+    def __init__(self, url: str, settings: Settings) -> None:
+        self.url = url
+        self.settings = settings
+        self.content_type = serialization.content_type_of(settings.result_serializer)
+        if self.content_type not in (serialization.JSON, serialization.PICKLE):
+            raise ValueError(f"unsupported result_serializer {settings.result_serializer!r}")
+        self.expires = int(settings.result_expires or 0)
+        self.client: aioredis.Redis = aioredis.from_url(url)
+        self._store_script = self.client.register_script(_STORE_LUA)
+        self._writer = BatchWriter(self._write_many, _TRANSIENT, settings.result_batch_size,
+                                   self.describe())
+
+    def describe(self) -> str:
+        """The server URL with its password hidden."""
+        return redact_url(self.url)
+
+    async def setup(self) -> None:
+        """Start the writer (the client connects on first use and reconnects itself)."""
+        self._writer.start()
+
+    async def close(self) -> None:
+        """Write what is queued and disconnect."""
+        await self._writer.close()
+        await self.client.aclose()
+
+    def encode(self, value: Any) -> bytes:
+        """Encode a value with the result serializer."""
+        try:
+            return serialization.dumps(value, self.content_type)
+        except Exception as exc:
+            raise ResultEncodeError(
+                f"cannot encode result of type {type(value).__name__} as "
+                f"{self.settings.result_serializer}: {exc}") from exc
+
+    def meta(self, outcome: TaskOutcome) -> dict[str, Any]:
+        """The document Celery's Redis backend stores for one state."""
+        meta: dict[str, Any] = {
+            "status": outcome.state,
+            "result": outcome.result,
+            "traceback": outcome.traceback,
+            "children": [],
+            "date_done": datetime.now(UTC).isoformat() if outcome.ready else None,
+        }
+        req = outcome.request
+        if req is not None:
+            if req.group:
+                meta["group_id"] = req.group
+            if req.parent_id:
+                meta["parent_id"] = req.parent_id
+            if self.settings.result_extended:
+                meta.update(name=req.task, args=req.args, kwargs=req.kwargs,
+                            worker=req.hostname, retries=req.retries,
+                            queue=req.delivery_info.get("routing_key"))
+        meta["task_id"] = outcome.task_id
+        return meta
+
+    async def store(self, outcome: TaskOutcome) -> None:
+        """SETEX + PUBLISH the state (batched), unless SUCCESS is already stored."""
+        value = self.encode(self.meta(outcome))
+        await self._writer.submit((TASK_PREFIX + outcome.task_id, value))
+
+    async def _write_many(self, rows: Sequence[tuple[str, bytes]]) -> None:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for key, value in rows:
+                await self._store_script(keys=[key], args=[value, self.expires], client=pipe)
+            await pipe.execute()
+
+    async def get(self, task_id: str) -> StoredResult | None:
+        """Read and decode one task's state."""
+        raw = await self.client.get(TASK_PREFIX + task_id)
+        if raw is None:
+            return None
+        accept = serialization.accepted([serialization.JSON, self.content_type])
+        body = raw if isinstance(raw, bytes) else raw.encode()
+        meta = serialization.loads(body, self.content_type, "utf-8", accept)
+        done = meta.get("date_done")
+        return StoredResult(task_id, meta["status"], meta.get("result"), meta.get("traceback"),
+                            datetime.fromisoformat(done) if isinstance(done, str) else done)
