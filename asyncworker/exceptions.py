@@ -8,7 +8,7 @@ in (``celery_module``); the client then raises Celery's own class.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 
 class AsyncWorkerError(Exception):
@@ -74,12 +74,19 @@ class Retry(CeleryCompatibleError):
         self,
         message: str | None = None,
         exc: BaseException | None = None,
-        when: float | None = None,
+        when: Any = None,
+        **sig: Any,
     ) -> None:
         self.message = message
         self.exc = exc
         self.when = when
+        # args / kwargs / options for the new message (from Task.retry).
+        self.sig = sig
         super().__init__(message, exc, when)
+
+    def __str__(self) -> str:
+        reason = f": {self.exc!r}" if self.exc is not None else ""
+        return f"Retry at {self.when}{reason}"
 
 
 class Reject(CeleryCompatibleError):

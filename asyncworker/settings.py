@@ -70,6 +70,9 @@ class Settings:
     task_track_started: bool = False
     task_ignore_result: bool = False
     task_store_errors_even_if_ignored: bool = False
+    task_time_limit: float | None = None
+    task_soft_time_limit: float | None = None
+    task_publish_retry_timeout: float = 60.0
 
     # Worker.
     imports: list[str] = field(default_factory=list)

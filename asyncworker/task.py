@@ -6,8 +6,10 @@ import contextvars
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
+
+from .exceptions import MaxRetriesExceededError, Retry
 
 if TYPE_CHECKING:
     from .app import App
@@ -111,6 +113,16 @@ class Task:
     def on_success(self, retval: Any, task_id: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
         """Called after the task returned, before its result is stored."""
 
+    def on_retry(
+        self,
+        exc: BaseException,
+        task_id: str,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        einfo: str,
+    ) -> Any:
+        """Called after a retry was published, before the RETRY state is stored."""
+
     def on_failure(
         self,
         exc: BaseException,
@@ -120,6 +132,38 @@ class Task:
         einfo: str,
     ) -> Any:
         """Called after the task raised, before the failure is stored."""
+
+    def retry(
+        self,
+        args: list[Any] | tuple[Any, ...] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        exc: BaseException | None = None,
+        throw: bool = True,
+        eta: datetime | None = None,
+        countdown: float | None = None,
+        max_retries: int | None = None,
+        **options: Any,
+    ) -> Retry:
+        """Ask for this task to run again later; always raises (``raise self.retry()``).
+
+        As in Celery: the same task id comes back with ``retries + 1`` after
+        ``countdown`` (default ``default_retry_delay``) or at ``eta``. When
+        ``max_retries`` is used up, ``exc`` is raised if given, otherwise
+        ``MaxRetriesExceededError``. ``throw=False`` is not supported: the
+        worker publishes the retry when this exception leaves the task.
+        """
+        request = self.request
+        limit = self.max_retries if max_retries is None else max_retries
+        if limit is not None and request.retries >= limit:
+            if exc is not None:
+                raise exc
+            raise MaxRetriesExceededError(
+                f"Can't retry {self.name}[{request.id}] args:{request.args} "
+                f"kwargs:{request.kwargs}")
+        if eta is None:
+            delay = self.default_retry_delay if countdown is None else countdown
+            eta = datetime.now(UTC) + timedelta(seconds=float(delay))
+        raise Retry(exc=exc, when=eta, args=args, kwargs=kwargs, options=options)
 
     # Producer side.
     async def apply_async(

@@ -29,10 +29,13 @@ from ..backends.base import (
     format_traceback,
 )
 from ..broker.amqp import AmqpBroker, settle
-from ..exceptions import Ignore, Reject
+from ..exceptions import Ignore, Reject, Retry
 from ..logging import get_logger
+from ..protocol import OutgoingMessage
 from ..task import Request, Task, set_current_request
+from . import timelimits
 from .hooks import WorkerHooks
+from .retry import autoretry, retry_message, retry_route
 
 log = get_logger("executor")
 
@@ -75,12 +78,14 @@ class Executor:
         threads: ThreadPoolExecutor,
         hooks: WorkerHooks,
         hostname: str,
+        publish_timeout: float = 60.0,
     ) -> None:
         self.backend = backend
         self.broker = broker
         self.threads = threads
         self.hooks = hooks
         self.hostname = hostname
+        self.publish_timeout = publish_timeout
 
     async def store(self, outcome: TaskOutcome) -> bool:
         """Store an outcome; on an unencodable value store the encoding error instead."""
@@ -102,12 +107,18 @@ class Executor:
         return True
 
     async def _call(self, task: Task, request: Request) -> Any:
+        # The message's [hard, soft] header wins over task options and settings.
+        hard = request.timelimit[0] if request.timelimit[0] is not None else task.option(
+            "time_limit")
+        soft = request.timelimit[1] if request.timelimit[1] is not None else task.option(
+            "soft_time_limit")
         if task.is_async:
-            return await task.run(*request.args, **request.kwargs)
+            return await timelimits.run_coroutine(
+                task.run(*request.args, **request.kwargs), soft, hard)
         # Plain functions run in the bounded thread pool, with self.request visible.
         ctx = contextvars.copy_context()
-        call = functools.partial(task.run, *request.args, **request.kwargs)
-        return await asyncio.get_running_loop().run_in_executor(self.threads, ctx.run, call)
+        call = functools.partial(ctx.run, task.run, *request.args, **request.kwargs)
+        return await timelimits.run_in_thread(self.threads, call, soft, hard)
 
     async def execute(self, task: Task, request: Request, delivery: Delivery) -> None:
         """Run ``task`` for ``request`` and settle ``delivery`` by the ack policy."""
@@ -128,12 +139,19 @@ class Executor:
             raise
         except Ignore:
             await delivery.ack(request.id)
+        except Retry as exc:
+            await self._on_retry(task, request, delivery, exc)
         except Reject as exc:
             await delivery.reject(request.id, requeue=exc.requeue)
             self.hooks.task_rejected(request.id, f"task raised Reject({exc.reason!r})",
                                      exc.requeue)
         except Exception as exc:
-            await self._on_failure(task, request, delivery, exc, time.monotonic() - started)
+            retry = autoretry(task, request, exc)
+            if retry is not None:
+                await self._on_retry(task, request, delivery, retry)
+            else:
+                await self._on_failure(task, request, delivery, exc,
+                                       time.monotonic() - started)
         else:
             await self._on_success(task, request, delivery, result, time.monotonic() - started)
         finally:
@@ -168,6 +186,42 @@ class Executor:
         else:
             await delivery.reject(request.id, requeue=False)
         self.hooks.task_failed(request, exc, runtime)
+
+    async def _on_retry(self, task: Task, request: Request, delivery: Delivery,
+                        retry: Retry) -> None:
+        message = retry_message(request, retry)
+        exchange, routing_key = retry_route(request)
+        try:
+            await self._publish_with_retries(exchange, routing_key, message, request.id)
+        except Exception as publish_error:
+            # Could not schedule the retry: fail the task rather than lose it silently.
+            await self._on_failure(task, request, delivery, publish_error, 0.0)
+            return
+        reason = retry.exc if retry.exc is not None else retry
+        einfo = format_traceback(reason)
+        await self._hook(task.on_retry, request, reason, request.id, request.args,
+                         request.kwargs, einfo)
+        if not request.ignore_result or task.option("store_errors_even_if_ignored"):
+            await self.store(TaskOutcome(request.id, states.RETRY, exception_to_meta(reason),
+                                         einfo, request))
+        await delivery.ack(request.id)
+        self.hooks.task_retried(request, reason, retry.when)
+
+    async def _publish_with_retries(self, exchange: str, routing_key: str,
+                                    message: OutgoingMessage, task_id: str) -> None:
+        deadline = time.monotonic() + self.publish_timeout
+        delay = 0.2
+        while True:
+            try:
+                await self.broker.publish(exchange, routing_key, message)
+                return
+            except Exception as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("publish failed, retrying", task_id=task_id, error=repr(exc),
+                            retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     async def _on_cancelled(self, request: Request, delivery: Delivery, acks_late: bool) -> None:
         if acks_late or not delivery.settled:

@@ -34,6 +34,9 @@ class WorkerHooks:
     def task_failed(self, request: Request | None, exc: BaseException, runtime: float) -> None:
         """The task raised, or the message named an unknown task."""
 
+    def task_retried(self, request: Request, exc: BaseException, when: Any) -> None:
+        """A retry was published (the task will run again at ``when``)."""
+
     def task_rejected(self, task_id: str | None, reason: str, requeue: bool) -> None:
         """The message was rejected (bad input or the task raised Reject)."""
 
@@ -79,6 +82,9 @@ class HookSet(WorkerHooks):
                     runtime: float) -> None:
         self._call("task_failed", request, exc, runtime)
 
+    def task_retried(self, request: Request, exc: BaseException, when: Any) -> None:
+        self._call("task_retried", request, exc, when)
+
     def task_rejected(self, task_id: str | None, reason: str, requeue: bool) -> None:
         self._call("task_rejected", task_id, reason, requeue)
 
@@ -105,6 +111,11 @@ class LogHooks(WorkerHooks):
         self.log.warning("task failed", task_id=request.id if request else None,
                          task=request.task if request else None,
                          exc_type=type(exc).__name__, error=str(exc), runtime=round(runtime, 6))
+
+    def task_retried(self, request: Request, exc: BaseException, when: Any) -> None:
+        self.log.info("task retry scheduled", task_id=request.id, task=request.task,
+                      retries=request.retries + 1, eta=str(when), exc_type=type(exc).__name__,
+                      error=str(exc))
 
     def task_rejected(self, task_id: str | None, reason: str, requeue: bool) -> None:
         self.log.warning("message rejected", task_id=task_id, reason=reason, requeue=requeue)

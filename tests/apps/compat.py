@@ -6,13 +6,14 @@ Settings come from ASYNCWORKER_* variables set by the tests.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from typing import Any
 
 import redis.asyncio as aioredis
 
-from asyncworker import App, Ignore, Reject, Task
+from asyncworker import App, Ignore, Reject, SoftTimeLimitExceeded, Task
 
 app = App("compat")
 
@@ -173,3 +174,86 @@ async def count_runs(self: Task, seconds: float) -> int:
     runs = int(await _redis().incr(f"runs:{self.request.id}"))
     await asyncio.sleep(seconds)
     return runs
+
+
+async def _record_attempt(task: Task) -> None:
+    await _redis().rpush(f"attempts:{task.request.id}",
+                         json.dumps([time.time(), task.request.retries]))
+
+
+class RetryRecordingTask(Task):
+    async def on_retry(self, exc: BaseException, task_id: str, args: Any, kwargs: Any,
+                       einfo: str) -> None:
+        await _redis().rpush(f"hooks:{task_id}", f"retry:{type(exc).__name__}:{exc}")
+
+
+@app.task(name="compat.retry_then_succeed", bind=True, max_retries=5, base=RetryRecordingTask)
+async def retry_then_succeed(self: Task, succeed_at: int) -> dict[str, Any]:
+    await _record_attempt(self)
+    if self.request.retries < succeed_at:
+        raise self.retry(exc=ValueError(f"attempt {self.request.retries}"), countdown=0.3)
+    return {"retries": self.request.retries, "trace": self.request.headers.get("x-trace")}
+
+
+@app.task(name="compat.retry_forever", bind=True, max_retries=2)
+async def retry_forever(self: Task, with_exc: bool) -> None:
+    await _record_attempt(self)
+    raise self.retry(exc=KeyError("gone") if with_exc else None, countdown=0.2)
+
+
+@app.task(name="compat.retry_sync", bind=True, max_retries=1)
+def retry_sync(self: Task) -> int:
+    if self.request.retries == 0:
+        raise self.retry(countdown=0.2)
+    return self.request.retries
+
+
+@app.task(name="compat.autoretry", bind=True, autoretry_for=(ConnectionError,),
+          dont_autoretry_for=(ConnectionRefusedError,), retry_backoff=1, retry_backoff_max=4,
+          retry_jitter=False, max_retries=3)
+async def autoretry_task(self: Task, refuse: bool = False) -> None:
+    await _record_attempt(self)
+    if refuse:
+        raise ConnectionRefusedError("refused: not retried")
+    raise ConnectionError(f"flaky {self.request.retries}")
+
+
+@app.task(name="compat.autoretry_jitter", bind=True, autoretry_for=(ConnectionError,),
+          retry_backoff=2, retry_backoff_max=3, retry_jitter=True, max_retries=4)
+async def autoretry_jitter(self: Task) -> None:
+    await _record_attempt(self)
+    raise ConnectionError("flaky")
+
+
+@app.task(name="compat.soft_catch", soft_time_limit=0.5)
+async def soft_catch(seconds: float) -> str:
+    try:
+        await asyncio.sleep(seconds)
+    except SoftTimeLimitExceeded:
+        await asyncio.sleep(0.05)  # cleanup may still await
+        return "cleaned up"
+    return "finished"
+
+
+@app.task(name="compat.hard_limited", time_limit=0.5)
+async def hard_limited(seconds: float) -> str:
+    await asyncio.sleep(seconds)
+    return "finished"
+
+
+@app.task(name="compat.busy_sync")
+def busy_sync(seconds: float) -> str:
+    """Pure-Python loop: a soft limit can interrupt it in its thread."""
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            sum(range(100))
+    except SoftTimeLimitExceeded:
+        return "interrupted"
+    return "finished"
+
+
+@app.task(name="compat.blocking_sync")
+def blocking_sync(seconds: float) -> str:
+    time.sleep(seconds)
+    return "finished"

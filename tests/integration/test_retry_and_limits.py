@@ -1,0 +1,116 @@
+"""Retries, autoretry backoff and time limits, observed through a real Celery client."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from typing import Any
+
+import pytest
+from celery.exceptions import MaxRetriesExceededError, SoftTimeLimitExceeded, TimeLimitExceeded
+
+from tests.conftest import task_rows, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def _attempts(redis_client: Any, task_id: str) -> list[tuple[float, int]]:
+    return [tuple(json.loads(x)) for x in redis_client.lrange(f"attempts:{task_id}", 0, -1)]
+
+
+def test_retry_keeps_id_headers_and_counts(celery_app: Any, start_worker: Any,
+                                           queue_name: str, redis_client: Any,
+                                           pg: Any) -> None:
+    worker = start_worker("-Q", queue_name, "-c", "5")
+    result = celery_app.send_task("compat.retry_then_succeed", [2], queue=queue_name,
+                                  headers={"x-trace": "abc"})
+    # Between attempts the client sees RETRY with the reason.
+    wait_for(lambda: task_rows(pg, [result.id]).get(result.id, {}).get("status") == "RETRY",
+             30, interval=0.02, what="RETRY state")
+    assert result.get(timeout=30) == {"retries": 2, "trace": "abc"}
+    attempts = _attempts(redis_client, result.id)
+    assert [n for _, n in attempts] == [0, 1, 2]
+    assert all(b[0] - a[0] >= 0.3 for a, b in itertools.pairwise(attempts))
+    assert redis_client.lrange(f"hooks:{result.id}", 0, -1) == [
+        b"retry:ValueError:attempt 0", b"retry:ValueError:attempt 1"]
+    retried = [x for x in worker.events("task retry scheduled") if x["task_id"] == result.id]
+    assert [x["retries"] for x in retried] == [1, 2]
+    assert task_rows(pg, [result.id])[result.id]["retries"] == 2
+
+
+def test_retries_exhausted(celery_app: Any, start_worker: Any, queue_name: str,
+                           redis_client: Any) -> None:
+    start_worker("-Q", queue_name, "-c", "5")
+    with_exc = celery_app.send_task("compat.retry_forever", [True], queue=queue_name)
+    without = celery_app.send_task("compat.retry_forever", [False], queue=queue_name)
+    sync = celery_app.send_task("compat.retry_sync", queue=queue_name)
+    with pytest.raises(KeyError):
+        with_exc.get(timeout=30)
+    with pytest.raises(MaxRetriesExceededError):
+        without.get(timeout=30)
+    assert sync.get(timeout=30) == 1
+    assert len(_attempts(redis_client, with_exc.id)) == 3  # first run + max_retries=2
+
+
+def test_autoretry_backoff_follows_celery_formula(celery_app: Any, start_worker: Any,
+                                                  queue_name: str, redis_client: Any) -> None:
+    start_worker("-Q", queue_name, "-c", "5")
+    plain = celery_app.send_task("compat.autoretry", queue=queue_name)
+    jitter = celery_app.send_task("compat.autoretry_jitter", queue=queue_name)
+    refused = celery_app.send_task("compat.autoretry", [True], queue=queue_name)
+    with pytest.raises(ConnectionRefusedError):
+        refused.get(timeout=30)
+    assert len(_attempts(redis_client, refused.id)) == 1  # dont_autoretry_for
+    with pytest.raises(ConnectionError, match="flaky 3"):
+        plain.get(timeout=60)
+    times = [t for t, _ in _attempts(redis_client, plain.id)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    # factor 1, no jitter: countdowns min(4, 1 * 2**n) = 1, 2, 4 seconds.
+    assert len(gaps) == 3
+    for gap, countdown in zip(gaps, [1, 2, 4], strict=True):
+        assert countdown <= gap < countdown + 1.5, gaps
+    with pytest.raises(ConnectionError):
+        jitter.get(timeout=60)
+    times = [t for t, _ in _attempts(redis_client, jitter.id)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    # factor 2, max 3, full jitter: each countdown in [0, min(3, 2 * 2**n)].
+    assert len(gaps) == 4
+    assert all(gap < 3 + 1.5 for gap in gaps), gaps
+
+
+def test_time_limits_affect_only_their_task(celery_app: Any, start_worker: Any,
+                                            queue_name: str) -> None:
+    start_worker("-Q", queue_name, "-c", "20")
+    siblings = [celery_app.send_task("compat.sleep", [1.5], queue=queue_name)
+                for _ in range(5)]
+    soft = celery_app.send_task("compat.soft_catch", [10], queue=queue_name)
+    hard = celery_app.send_task("compat.hard_limited", [10], queue=queue_name)
+    # Limits from the message header ([hard, soft]) override the task's.
+    header_hard = celery_app.send_task("compat.sleep", [10], queue=queue_name, time_limit=0.5)
+    header_soft = celery_app.send_task("compat.soft_catch", [10], queue=queue_name,
+                                       soft_time_limit=0.2)
+    uncaught_soft = celery_app.send_task("compat.sleep", [10], queue=queue_name,
+                                         soft_time_limit=0.3)
+    assert soft.get(timeout=30) == "cleaned up"
+    assert header_soft.get(timeout=30) == "cleaned up"
+    with pytest.raises(TimeLimitExceeded) as info:
+        hard.get(timeout=30)
+    assert info.value.args == (0.5,)
+    with pytest.raises(TimeLimitExceeded):
+        header_hard.get(timeout=30)
+    with pytest.raises(SoftTimeLimitExceeded):
+        uncaught_soft.get(timeout=30)
+    for sibling in siblings:
+        span = sibling.get(timeout=30)
+        assert span["end"] - span["start"] >= 1.5
+
+
+def test_thread_task_limits(celery_app: Any, start_worker: Any, queue_name: str) -> None:
+    start_worker("-Q", queue_name, "-c", "4")
+    busy = celery_app.send_task("compat.busy_sync", [30], queue=queue_name,
+                                soft_time_limit=0.3)
+    blocking = celery_app.send_task("compat.blocking_sync", [3], queue=queue_name,
+                                    time_limit=0.5)
+    assert busy.get(timeout=30) == "interrupted"
+    with pytest.raises(TimeLimitExceeded):
+        blocking.get(timeout=30)
