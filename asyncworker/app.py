@@ -14,6 +14,8 @@ from .backends import ResultBackend
 from .backends import create as create_backend
 from .broker.amqp import AmqpBroker
 from .broker.topology import Topology
+from .builtins import register_builtins
+from .canvas import Canvas
 from .result import AsyncResult as ResultHandle
 from .settings import Settings
 from .task import Task, build_task
@@ -40,6 +42,8 @@ class App:
         self._backend: ResultBackend | None = None
         self._owns_connections = True
         self._lock = asyncio.Lock()
+        self.canvas = Canvas(self)
+        register_builtins(self)
 
     # -- settings ---------------------------------------------------------
     @property

@@ -56,6 +56,9 @@ class TaskOutcome:
     result: Any = None
     traceback: str | None = None
     request: Request | None = None
+    #: Tasks this one published (callbacks, next chain step), as Celery's
+    #: result tuples ``[[id, parent], None]``; clients read them as ``.children``.
+    children: list[Any] | None = None
 
     @property
     def ready(self) -> bool:
@@ -74,8 +77,33 @@ class StoredResult:
     date_done: datetime | None
 
 
+class ChordJoin(abc.ABC):
+    """A completed chord header claimed by this worker: its ordered results."""
+
+    results: list[tuple[str, str, Any]]  # (task id, state, result or exception meta)
+
+    @abc.abstractmethod
+    async def done(self) -> None:
+        """Release the claim and clear the join state once the body is dispatched."""
+
+
 class ResultBackend(abc.ABC):
     """Where task states go. ``store`` returns only once the write is durable."""
+
+    #: Databases join chords by polling (``celery.chord_unlock``), as in Celery.
+    needs_chord_unlock: bool = True
+
+    async def set_chord_size(self, group_id: str, size: int) -> None:  # noqa: B027
+        """Record how many header tasks a chord has (key-value backends)."""
+
+    async def chord_part_return(self, request: Request, state: str,
+                                result: Any) -> ChordJoin | None:
+        """Count one finished header task; return the join when this one completes it."""
+        return None
+
+    async def cleanup(self) -> int:
+        """Delete expired results (``celery.backend_cleanup``); returns rows removed."""
+        return 0
 
     @abc.abstractmethod
     async def setup(self) -> None:

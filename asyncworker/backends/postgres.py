@@ -83,7 +83,7 @@ class PostgresBackend(ResultBackend):
         self._pool: asyncpg.Pool | None = None
         self._writer = BatchWriter(self._write_many, _TRANSIENT, settings.result_batch_size,
                                    self.describe())
-        columns = ["task_id", "status", "result", "date_done", "traceback"]
+        columns = ["task_id", "status", "result", "date_done", "traceback", "children"]
         if self.extended:
             columns += ["name", "args", "kwargs", "worker", "retries", "queue"]
         placeholders = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
@@ -147,6 +147,8 @@ class PostgresBackend(ResultBackend):
                 result BYTEA,
                 date_done TIMESTAMP WITHOUT TIME ZONE)""",
         ]
+        # Tables made by Celery before 5.5 lack `children`; clients ignore extra columns.
+        ddl.append(f"ALTER TABLE {self.task_table} ADD COLUMN IF NOT EXISTS children BYTEA")
         if self.extended:
             # A Celery client without result_extended may have created the table;
             # the extra columns are invisible to it, so adding them is safe.
@@ -177,6 +179,7 @@ class PostgresBackend(ResultBackend):
             self._encode_value(outcome.result),
             utcnow_naive() if outcome.ready else None,
             outcome.traceback,
+            self._encode_value(outcome.children) if outcome.children else None,
         )
         if self.extended:
             req = outcome.request
@@ -201,6 +204,17 @@ class PostgresBackend(ResultBackend):
         assert self._pool is not None
         async with self._pool.acquire() as conn:
             await conn.executemany(self._insert_sql, rows)
+
+    async def cleanup(self) -> int:
+        """Delete ready results older than ``result_expires`` (Celery's backend_cleanup)."""
+        assert self._pool is not None
+        if not self.settings.result_expires:
+            return 0
+        status = await self._pool.execute(
+            f"DELETE FROM {self.task_table} WHERE date_done < "
+            "(now() AT TIME ZONE 'utc') - make_interval(secs => $1)",
+            float(self.settings.result_expires))
+        return int(status.split()[-1])
 
     # -- reads -------------------------------------------------------------
     async def get(self, task_id: str) -> StoredResult | None:

@@ -9,6 +9,7 @@ writes in one step, where Celery reads and writes in two.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -19,7 +20,8 @@ from redis import exceptions as redis_errors
 from .. import serialization
 from ..logging import redact_url
 from ..settings import Settings
-from .base import ResultBackend, ResultEncodeError, StoredResult, TaskOutcome
+from ..task import Request
+from .base import ChordJoin, ResultBackend, ResultEncodeError, StoredResult, TaskOutcome
 from .batching import BatchWriter
 
 TASK_PREFIX = "celery-task-meta-"
@@ -51,6 +53,63 @@ return 1
 """
 
 
+# Chord join, compatible with Celery 5.7's keys so both kinds of worker can
+# share a chord. KEYS: .j results (sorted by header index), .t size adjustment,
+# .s header size (set by whoever applies the chord), .d members already counted,
+# .c claim token, then "done". ARGV: task id, encoded [1, id, state, result],
+# header index, ttl, claim ttl, claim token.
+_CHORD_PART_LUA = """
+if redis.call('GET', KEYS[5]) == 'done' then
+  return {-1, 0, 0, 0}
+end
+if redis.call('SADD', KEYS[4], ARGV[1] .. ':' .. ARGV[3]) == 1 then
+  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2])
+end
+local count = redis.call('ZCARD', KEYS[1])
+local ttl = tonumber(ARGV[4])
+if ttl > 0 then
+  for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ttl) end
+end
+local diff = tonumber(redis.call('GET', KEYS[2]) or '0')
+local size = redis.call('GET', KEYS[3])
+local claimed = 0
+if size and count == tonumber(size) + diff then
+  if redis.call('SET', KEYS[5], ARGV[6], 'NX', 'EX', tonumber(ARGV[5])) then
+    claimed = 1
+  end
+end
+return {count, diff, tonumber(size or '0'), claimed}
+"""
+
+# KEYS: .c, .j, .t, .s, .d; ARGV: claim token, seconds to keep the "done" marker.
+_CHORD_DONE_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+  redis.call('SET', KEYS[1], 'done', 'EX', tonumber(ARGV[2]))
+  return 1
+end
+return 0
+"""
+
+CHORD_CLAIM_SECONDS = 10
+CHORD_DONE_SECONDS = 300
+
+
+class _RedisChordJoin(ChordJoin):
+    def __init__(self, backend: RedisBackend, group_id: str, token: str,
+                 results: list[tuple[str, str, Any]]) -> None:
+        self.backend = backend
+        self.group_id = group_id
+        self.token = token
+        self.results = results
+
+    async def done(self) -> None:
+        keys = self.backend.chord_keys(self.group_id)
+        await self.backend._chord_done_script(
+            keys=[keys[".c"], keys[".j"], keys[".t"], keys[".s"], keys[".d"]],
+            args=[self.token, CHORD_DONE_SECONDS])
+
+
 class RedisBackend(ResultBackend):
     """Celery-compatible Redis result store with pipelined, batched writes."""
 
@@ -63,6 +122,8 @@ class RedisBackend(ResultBackend):
         self.expires = int(settings.result_expires or 0)
         self.client: aioredis.Redis = aioredis.from_url(url)
         self._store_script = self.client.register_script(_STORE_LUA)
+        self._chord_part_script = self.client.register_script(_CHORD_PART_LUA)
+        self._chord_done_script = self.client.register_script(_CHORD_DONE_LUA)
         self._writer = BatchWriter(self._write_many, _TRANSIENT, settings.result_batch_size,
                                    self.describe())
 
@@ -94,7 +155,7 @@ class RedisBackend(ResultBackend):
             "status": outcome.state,
             "result": outcome.result,
             "traceback": outcome.traceback,
-            "children": [],
+            "children": outcome.children or [],
             "date_done": datetime.now(UTC).isoformat() if outcome.ready else None,
         }
         req = outcome.request
@@ -120,6 +181,45 @@ class RedisBackend(ResultBackend):
             for key, value in rows:
                 await self._store_script(keys=[key], args=[value, self.expires], client=pipe)
             await pipe.execute()
+
+    # -- chords (Celery's Redis join) ------------------------------------------
+    needs_chord_unlock = False
+
+    @staticmethod
+    def chord_keys(group_id: str) -> dict[str, str]:
+        """The join keys of a chord's header group."""
+        base = GROUP_PREFIX + group_id
+        return {suffix: base + suffix for suffix in (".j", ".t", ".s", ".d", ".c")}
+
+    async def set_chord_size(self, group_id: str, size: int) -> None:
+        """Start a chord run: its header size, and no stale claim from an earlier run."""
+        keys = self.chord_keys(group_id)
+        await self.client.delete(keys[".c"])
+        await self.client.set(keys[".s"], size, ex=self.expires or None)
+
+    async def chord_part_return(self, request: Request, state: str,
+                                result: Any) -> ChordJoin | None:
+        """Add this header result; when it completes the header and we win the claim,
+        return all results in header order."""
+        if not request.group:
+            return None
+        keys = self.chord_keys(request.group)
+        index = "+inf" if request.group_index is None else str(request.group_index)
+        token = uuid.uuid4().hex
+        value = self.encode([1, request.id, state, result])
+        count, _diff, size, claimed = await self._chord_part_script(
+            keys=[keys[".j"], keys[".t"], keys[".s"], keys[".d"], keys[".c"]],
+            args=[request.id, value, index, self.expires, CHORD_CLAIM_SECONDS, token])
+        if count == -1 or not claimed or not size:
+            return None
+        accept = serialization.accepted([serialization.JSON, self.content_type])
+        results = []
+        for raw in await self.client.zrange(keys[".j"], 0, -1):
+            body = raw if isinstance(raw, bytes) else str(raw).encode()
+            _, task_id, part_state, part_result = serialization.loads(
+                body, self.content_type, "utf-8", accept)
+            results.append((task_id, part_state, part_result))
+        return _RedisChordJoin(self, request.group, token, results)
 
     async def get(self, task_id: str) -> StoredResult | None:
         """Read and decode one task's state."""

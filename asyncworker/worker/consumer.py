@@ -242,9 +242,13 @@ class Consumer:
         """Settle and skip an expired task or an already-finished redelivery."""
         if request.expires is not None and request.expires <= datetime.now(UTC):
             exc = TaskRevokedError("expired")
+            meta = exception_to_meta(exc)
             if not request.ignore_result:
-                await self.executor.store(TaskOutcome(request.id, states.REVOKED,
-                                                      exception_to_meta(exc), None, request))
+                await self.executor.store(TaskOutcome(request.id, states.REVOKED, meta, None,
+                                                      request))
+            if request.chord and request.group:
+                await self.executor.canvas_step(
+                    self.app.canvas.chord_part_return(request, states.REVOKED, meta), request)
             self.hooks.task_revoked(request, "expired")
             await delivery.ack(request.id)
             return True

@@ -29,6 +29,7 @@ from ..backends.base import (
     format_traceback,
 )
 from ..broker.amqp import AmqpBroker, settle
+from ..canvas import Canvas
 from ..exceptions import Ignore, Reject, Retry
 from ..logging import get_logger
 from ..protocol import OutgoingMessage
@@ -78,8 +79,10 @@ class Executor:
         threads: ThreadPoolExecutor,
         hooks: WorkerHooks,
         hostname: str,
+        canvas: Canvas,
         publish_timeout: float = 60.0,
     ) -> None:
+        self.canvas = canvas
         self.backend = backend
         self.broker = broker
         self.threads = threads
@@ -161,10 +164,15 @@ class Executor:
                           result: Any, runtime: float) -> None:
         await self._hook(task.on_success, request, result, request.id, request.args,
                          request.kwargs)
+        # Celery dispatches callbacks and the next chain step before storing.
+        children = await self.canvas_step(self.canvas.on_success(request, result), request)
         stored = True
         if not request.ignore_result:
             stored = await self.store(TaskOutcome(request.id, states.SUCCESS, result, None,
-                                                  request))
+                                                  request, children or None))
+        if request.chord and request.group:
+            await self.canvas_step(self.canvas.chord_part_return(request, states.SUCCESS, result),
+                               request)
         if stored:
             await delivery.ack(request.id)
         else:
@@ -178,9 +186,15 @@ class Executor:
         await self._hook(task.on_failure, request, exc, request.id, request.args,
                          request.kwargs, einfo)
         stored = True
+        meta = exception_to_meta(exc)
         if not request.ignore_result or task.option("store_errors_even_if_ignored"):
-            stored = await self.store(TaskOutcome(request.id, states.FAILURE,
-                                                  exception_to_meta(exc), einfo, request))
+            stored = await self.store(TaskOutcome(request.id, states.FAILURE, meta, einfo,
+                                                  request))
+        if request.chord and request.group:
+            await self.canvas_step(self.canvas.chord_part_return(request, states.FAILURE, meta),
+                               request)
+        await self.canvas_step(self.canvas.on_failure(request, exc, einfo,
+                                                  store=self.backend is not None), request)
         if stored and task.option("acks_on_failure_or_timeout"):
             await delivery.ack(request.id)
         else:
@@ -236,6 +250,15 @@ class Executor:
         except Exception as exc:
             log.error("task interrupted and could not be published again: it is lost",
                       task_id=request.id, task=request.task, error=repr(exc))
+
+    async def canvas_step(self, step: Any, request: Request) -> Any:
+        """Run a canvas step; its failure is logged, never the task's outcome."""
+        try:
+            return await step
+        except Exception as exc:
+            log.exception("canvas step failed", task_id=request.id, task=request.task,
+                          error=repr(exc))
+            return None
 
     async def _hook(self, hook: Any, request: Request, *args: Any) -> None:
         try:

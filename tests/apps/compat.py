@@ -257,3 +257,30 @@ def busy_sync(seconds: float) -> str:
 def blocking_sync(seconds: float) -> str:
     time.sleep(seconds)
     return "finished"
+
+
+@app.task(name="compat.mul")
+async def mul(x: int, y: int) -> int:
+    return x * y
+
+
+@app.task(name="compat.tsum")
+def tsum(values: list[int]) -> int:
+    return sum(values)
+
+
+@app.task(name="compat.fail")
+async def fail(*args: Any) -> None:
+    raise ValueError(f"failed with {list(args)}")
+
+
+@app.task(name="compat.errback_old")
+async def errback_old(task_id: str, key: str) -> None:
+    """Old-style errback: gets the failed task's id."""
+    await _redis().rpush(key, f"old:{task_id}")
+
+
+@app.task(name="compat.errback_new")
+async def errback_new(request: Any, exc: BaseException, traceback: str, key: str) -> None:
+    """New-style errback: called in the worker with the request and exception."""
+    await _redis().rpush(key, f"new:{request.id}:{type(exc).__name__}")
