@@ -186,16 +186,18 @@ class Consumer:
                 return
             request = build_request(msg, task, message, self.hostname)
             self.hooks.task_received(request)
-            if await self._skip(request, delivery):
+            if await self._expired(request, delivery) or await self._duplicate(
+                    request, delivery):
                 return
             if request.eta is not None:
                 await self._hold_until(request.eta)
-                if await self._skip(request, delivery):
-                    return
             async with self.semaphore:
                 if is_stale(message):
                     log.info("channel closed before the task started; the broker "
                              "redelivers it", task_id=request.id)
+                    return
+                # Checked again just before running, as Celery does.
+                if await self._expired(request, delivery):
                     return
                 self.waiting.discard(current)
                 self.running.add(current)
@@ -238,8 +240,8 @@ class Consumer:
             log.error("could not store NotRegistered failure", task_id=msg.id)
         await delivery.reject(msg.id, requeue=False)
 
-    async def _skip(self, request: Request, delivery: Delivery) -> bool:
-        """Settle and skip an expired task or an already-finished redelivery."""
+    async def _expired(self, request: Request, delivery: Delivery) -> bool:
+        """Store REVOKED ('expired') and ack when the task's expiry has passed."""
         if request.expires is not None and request.expires <= datetime.now(UTC):
             exc = TaskRevokedError("expired")
             meta = exception_to_meta(exc)
@@ -252,6 +254,10 @@ class Consumer:
             self.hooks.task_revoked(request, "expired")
             await delivery.ack(request.id)
             return True
+        return False
+
+    async def _duplicate(self, request: Request, delivery: Delivery) -> bool:
+        """Ack, without running, a redelivery of a task that ran or runs here."""
         if not request.delivery_info.get("redelivered"):
             return False
         running_here = self.active.get(request.id)

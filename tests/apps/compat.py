@@ -284,3 +284,9 @@ async def errback_old(task_id: str, key: str) -> None:
 async def errback_new(request: Any, exc: BaseException, traceback: str, key: str) -> None:
     """New-style errback: called in the worker with the request and exception."""
     await _redis().rpush(key, f"new:{request.id}:{type(exc).__name__}")
+
+
+@app.task(name="compat.stamp")
+async def stamp(tag: str) -> dict[str, Any]:
+    """Returns when it started: for ordering and timing checks."""
+    return {"tag": tag, "start": time.time()}
