@@ -110,6 +110,9 @@ class PostgresBackend(ResultBackend):
                     min_size=1,
                     max_size=max(2, self.settings.result_backend_pool_size),
                     command_timeout=60,
+                    # Named so operators (and tests) can tell our sessions apart.
+                    server_settings={
+                        "application_name": f"asyncworker {self.settings.worker_nodename}"},
                 )
                 break
             except _TRANSIENT as exc:

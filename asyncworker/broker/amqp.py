@@ -56,8 +56,10 @@ def amqp_url(url: str, heartbeat: int | None = None) -> str:
 class AmqpBroker:
     """One robust connection with a consuming channel and a confirming publish channel."""
 
-    def __init__(self, url: str, heartbeat: int = 60, connect_timeout: float = 10.0) -> None:
+    def __init__(self, url: str, heartbeat: int = 60, connect_timeout: float = 10.0,
+                 connection_name: str | None = None) -> None:
         self.url = amqp_url(url, heartbeat)
+        self.connection_name = connection_name
         self.display_url = redact_url(url)
         self.connect_timeout = connect_timeout
         self.connection: AbstractRobustConnection | None = None
@@ -77,6 +79,9 @@ class AmqpBroker:
                 self.connection = await aio_pika.connect_robust(
                     self.url, timeout=self.connect_timeout,
                     reconnect_interval=RECONNECT_INTERVAL,
+                    client_properties=(
+                        {"connection_name": self.connection_name}
+                        if self.connection_name else None),
                 )
                 self.connection.reconnect_callbacks.add(self._on_reconnect)
                 break

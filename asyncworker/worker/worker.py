@@ -65,7 +65,8 @@ class Worker:
             log.warning("results are pickled: anyone who can write the results table can run "
                         "code in every client that reads it")
         self._install_signals()
-        broker = AmqpBroker(s.broker_url, s.broker_heartbeat, s.broker_connection_timeout)
+        broker = AmqpBroker(s.broker_url, s.broker_heartbeat, s.broker_connection_timeout,
+                            connection_name=s.worker_nodename)
         backend = backends.create(s)
         threads = ThreadPoolExecutor(s.thread_pool_size(), thread_name_prefix="asyncworker-task")
         if backend is not None:

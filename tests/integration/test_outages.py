@@ -19,9 +19,19 @@ def _done(pg: Any, ids: list[str]) -> int:
 def _kill_worker_db_connections(pg: Any) -> int:
     with pg.cursor() as cur:
         cur.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                    "WHERE usename = 'asyncworker' AND pid <> pg_backend_pid() "
-                    "AND application_name = ''")
+                    "WHERE application_name LIKE 'asyncworker %'")
         return int(cur.fetchone()[0])
+
+
+def _close_connections_named(name: str) -> None:
+    """Close only the worker's AMQP connections (other clients keep theirs)."""
+    ctl = [str(REPO / "deploy/local/services.sh"), "rabbitmqctl", "-q"]
+    listing = subprocess.run([*ctl, "list_connections", "pid", "client_properties"],
+                             check=True, capture_output=True, text=True).stdout
+    pids = [line.split("\t", 1)[0] for line in listing.splitlines() if f'"{name}"' in line]
+    assert pids, f"no connection named {name}: {listing[:500]}"
+    for pid in pids:
+        subprocess.run([*ctl, "close_connection", pid, "test: broker outage"], check=True)
 
 
 def test_database_connections_killed_mid_run(celery_app: Any, start_worker: Any,
@@ -44,13 +54,13 @@ def test_database_connections_killed_mid_run(celery_app: Any, start_worker: Any,
 def test_broker_connections_closed_mid_run(celery_app: Any, start_worker: Any,
                                            queue_name: str, pg: Any,
                                            redis_client: Any) -> None:
-    worker = start_worker("-Q", queue_name, "-c", "20")
+    nodename = f"outage-{queue_name}@test"
+    worker = start_worker("-Q", queue_name, "-c", "20", "-n", nodename)
     ids = [celery_app.send_task("compat.count_runs", [1.0], queue=queue_name).id
            for _ in range(60)]
     wait_for(lambda: len(redis_client.keys("runs:*")) and any(
         redis_client.exists(f"runs:{tid}") for tid in ids), 30, what="tasks running")
-    subprocess.run([str(REPO / "deploy/local/services.sh"), "rabbitmqctl", "-q",
-                    "close_all_connections", "test: broker outage"], check=True)
+    _close_connections_named(nodename)
     wait_for(lambda: _done(pg, ids) == 60, 120, what="all results after reconnect")
     wait_for(lambda: worker.events(
         "reconnected to broker; unacked messages will be redelivered"), 30, what="reconnect")
