@@ -73,6 +73,7 @@ class Settings:
     task_time_limit: float | None = None
     task_soft_time_limit: float | None = None
     task_publish_retry_timeout: float = 60.0
+    task_default_rate_limit: str | None = None
 
     # Worker.
     imports: list[str] = field(default_factory=list)
@@ -82,6 +83,10 @@ class Settings:
     worker_shutdown_timeout: float = 60.0
     worker_nodename: str = field(default_factory=default_nodename)
     worker_queues: list[str] = field(default_factory=list)
+    worker_task_concurrency: dict[str, int] = field(default_factory=dict)
+    worker_queue_concurrency: dict[str, int] = field(default_factory=dict)
+    worker_global_rate_limits: dict[str, str] = field(default_factory=dict)
+    worker_rate_limit_redis_url: str | None = None
     worker_log_level: str = "INFO"
     worker_log_format: str = "auto"
 

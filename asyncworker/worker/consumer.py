@@ -11,6 +11,7 @@ warm shutdown and their messages requeued.
 from __future__ import annotations
 
 import asyncio
+import functools
 from datetime import UTC, datetime
 
 from aio_pika.abc import AbstractIncomingMessage
@@ -26,6 +27,7 @@ from ..settings import Settings
 from ..task import Request, Task
 from .executor import Delivery, Executor
 from .hooks import WorkerHooks
+from .limits import Limits
 
 log = get_logger("consumer")
 
@@ -105,6 +107,7 @@ class Consumer:
         self.hostname = settings.worker_nodename
         self.accept = serialization.accepted(settings.accept_content)
         self.semaphore = asyncio.Semaphore(settings.worker_concurrency)
+        self.limits = Limits(settings)
         self.qos = Qos(broker, settings.prefetch_count())
         self.handlers: set[asyncio.Task[None]] = set()
         self.waiting: set[asyncio.Task[None]] = set()
@@ -117,15 +120,15 @@ class Consumer:
         """Set QoS, declare the queues and start consuming them."""
         await self.qos.apply()
         for spec in queues:
-            await self.broker.consume(spec, self.on_message,
+            await self.broker.consume(spec, functools.partial(self.on_message, spec.name),
                                       passive=self.settings.broker_passive_declare)
 
-    async def on_message(self, message: AbstractIncomingMessage) -> None:
+    async def on_message(self, queue: str, message: AbstractIncomingMessage) -> None:
         """aio-pika callback: start a handler task and return at once."""
         if self.stopping:
             await settle(message, "reject", requeue=True)
             return
-        handler = asyncio.create_task(self._handle(message))
+        handler = asyncio.create_task(self._handle(message, queue))
         self.handlers.add(handler)
         handler.add_done_callback(self.handlers.discard)
 
@@ -170,7 +173,7 @@ class Consumer:
             self.hooks.task_rejected(task_id, f"{type(exc).__name__}: {exc}", False)
             return None
 
-    async def _handle(self, message: AbstractIncomingMessage) -> None:
+    async def _handle(self, message: AbstractIncomingMessage, queue: str) -> None:
         current = asyncio.current_task()
         assert current is not None
         self.waiting.add(current)
@@ -191,7 +194,8 @@ class Consumer:
                 return
             if request.eta is not None:
                 await self._hold_until(request.eta)
-            async with self.semaphore:
+            await self.limits.wait_rate(task)
+            async with self.limits.caps(task.name, queue), self.semaphore:
                 if is_stale(message):
                     log.info("channel closed before the task started; the broker "
                              "redelivers it", task_id=request.id)

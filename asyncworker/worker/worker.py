@@ -92,6 +92,7 @@ class Worker:
                     log.warning("tasks still running; cold shutdown",
                                 running=len(consumer.running))
             await consumer.cancel_running()
+            await consumer.limits.close()
         finally:
             if backend is not None:
                 await backend.close()

@@ -290,3 +290,15 @@ async def errback_new(request: Any, exc: BaseException, traceback: str, key: str
 async def stamp(tag: str) -> dict[str, Any]:
     """Returns when it started: for ordering and timing checks."""
     return {"tag": tag, "start": time.time()}
+
+
+@app.task(name="compat.limited", rate_limit="10/s")
+async def limited(tag: str) -> dict[str, Any]:
+    return {"tag": tag, "start": time.time()}
+
+
+@app.task(name="compat.capped")
+async def capped(seconds: float) -> dict[str, float]:
+    start = time.time()
+    await asyncio.sleep(seconds)
+    return {"start": start, "end": time.time()}
