@@ -41,7 +41,37 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("-n", "--hostname", help="node name, e.g. worker1@%%h")
     worker.add_argument("-l", "--loglevel", help="DEBUG, INFO, WARNING, ERROR")
     worker.add_argument("--config", help="TOML settings file")
+
+    dlq = sub.add_parser("dlq", help="list or replay dead letters")
+    dlq.add_argument("action", choices=["list", "replay"])
+    dlq.add_argument("queue", help="the queue whose dead letters to use (or the DLQ itself)")
+    dlq.add_argument("--limit", type=int, default=100, help="at most this many messages")
+    dlq.add_argument("--config", help="TOML settings file")
     return parser
+
+
+async def _dlq(action: str, queue: str, limit: int, config: str | None) -> int:
+    from . import settings as settings_mod
+    from .broker.amqp import AmqpBroker
+    from .deadletter import as_json, list_dead_letters, replay_dead_letters
+
+    s = settings_mod.load(config)
+    name = queue if queue.endswith(s.task_dead_letter_suffix) else (
+        queue + s.task_dead_letter_suffix)
+    broker = AmqpBroker(s.broker_url, s.broker_heartbeat, s.broker_connection_timeout)
+    await broker.connect(retry=False)
+    try:
+        if action == "list":
+            letters = await list_dead_letters(broker, name, limit)
+            if letters:
+                print(as_json(letters))
+            print(f"{len(letters)} dead letter(s) in {name}", file=sys.stderr)
+        else:
+            count = await replay_dead_letters(broker, name, limit)
+            print(f"{count} dead letter(s) replayed from {name}", file=sys.stderr)
+    finally:
+        await broker.close()
+    return 0
 
 
 def _expand_hostname(name: str) -> str:
@@ -80,4 +110,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             get_logger("cli").error("configuration error", error=str(exc))
             return 2
         return 0
+    if args.command == "dlq":
+        configure_logging("WARNING", "auto")
+        try:
+            return asyncio.run(_dlq(args.action, args.queue, args.limit, args.config))
+        except Exception as exc:
+            print(f"asyncworker dlq: {exc}", file=sys.stderr)
+            return 1
     return 2

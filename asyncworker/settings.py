@@ -74,6 +74,9 @@ class Settings:
     task_soft_time_limit: float | None = None
     task_publish_retry_timeout: float = 60.0
     task_default_rate_limit: str | None = None
+    task_dead_letter: bool = True
+    task_dead_letter_suffix: str = ".dlq"
+    task_dead_letter_on_failure: bool = False
 
     # Worker.
     imports: list[str] = field(default_factory=list)

@@ -21,6 +21,7 @@ from ..app import App
 from ..backends.base import ResultBackend, TaskOutcome, exception_to_meta
 from ..broker.amqp import AmqpBroker, is_stale, settle
 from ..broker.topology import QueueSpec
+from ..deadletter import DeadLetters
 from ..exceptions import ContentDisallowed, InvalidTaskError, NotRegistered, TaskRevokedError
 from ..logging import get_logger
 from ..settings import Settings
@@ -108,6 +109,7 @@ class Consumer:
         self.accept = serialization.accepted(settings.accept_content)
         self.semaphore = asyncio.Semaphore(settings.worker_concurrency)
         self.limits = Limits(settings)
+        self.dead_letters = DeadLetters(broker, app.topology, settings)
         self.qos = Qos(broker, settings.prefetch_count())
         self.handlers: set[asyncio.Task[None]] = set()
         self.waiting: set[asyncio.Task[None]] = set()
@@ -156,7 +158,8 @@ class Consumer:
             await asyncio.gather(*pending, return_exceptions=True)
 
     # -- one message ---------------------------------------------------------
-    def _decode(self, message: AbstractIncomingMessage) -> protocol.TaskMessage | None:
+    def _decode(self, message: AbstractIncomingMessage) -> protocol.TaskMessage:
+        """Decode, or log why not and raise."""
         try:
             return protocol.decode(
                 message.body,
@@ -171,17 +174,18 @@ class Consumer:
         except (ContentDisallowed, InvalidTaskError) as exc:
             task_id = protocol.peek_task_id(message.headers, message.correlation_id)
             self.hooks.task_rejected(task_id, f"{type(exc).__name__}: {exc}", False)
-            return None
+            raise
 
     async def _handle(self, message: AbstractIncomingMessage, queue: str) -> None:
         current = asyncio.current_task()
         assert current is not None
         self.waiting.add(current)
-        delivery = Delivery(message)
+        delivery = Delivery(message, queue, self.dead_letters)
         try:
-            msg = self._decode(message)
-            if msg is None:
-                await delivery.reject(None, requeue=False)
+            try:
+                msg = self._decode(message)
+            except (ContentDisallowed, InvalidTaskError) as exc:
+                await delivery.dead_letter(None, f"{type(exc).__name__}: {exc}", exc)
                 return
             task = self.app.tasks.get(msg.task)
             if task is None:
@@ -224,7 +228,7 @@ class Consumer:
             task_id = protocol.peek_task_id(message.headers, message.correlation_id)
             log.exception("unexpected error handling message", task_id=task_id,
                           error=repr(exc))
-            await delivery.reject(task_id, requeue=False)
+            await delivery.dead_letter(task_id, f"internal error: {exc!r}", exc)
         finally:
             self.waiting.discard(current)
             self.running.discard(current)
@@ -242,7 +246,7 @@ class Consumer:
         self.hooks.task_rejected(msg.id, f"unknown task {msg.task!r}", False)
         if not stored:
             log.error("could not store NotRegistered failure", task_id=msg.id)
-        await delivery.reject(msg.id, requeue=False)
+        await delivery.dead_letter(msg.id, f"unknown task {msg.task!r}", exc)
 
     async def _expired(self, request: Request, delivery: Delivery) -> bool:
         """Store REVOKED ('expired') and ack when the task's expiry has passed."""

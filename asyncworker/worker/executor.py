@@ -30,6 +30,7 @@ from ..backends.base import (
 )
 from ..broker.amqp import AmqpBroker, settle
 from ..canvas import Canvas
+from ..deadletter import DeadLetters
 from ..exceptions import Ignore, Reject, Retry
 from ..logging import get_logger
 from ..protocol import OutgoingMessage
@@ -42,13 +43,33 @@ log = get_logger("executor")
 
 
 class Delivery:
-    """A received message and whether it has been settled yet."""
+    """A received message, the queue it came from, and whether it is settled."""
 
-    __slots__ = ("message", "settled")
+    __slots__ = ("dead_letters", "message", "queue", "settled")
 
-    def __init__(self, message: AbstractIncomingMessage) -> None:
+    def __init__(self, message: AbstractIncomingMessage, queue: str | None = None,
+                 dead_letters: DeadLetters | None = None) -> None:
         self.message = message
+        self.queue = queue
+        self.dead_letters = dead_letters
         self.settled = False
+
+    async def dead_letter(self, task_id: str | None, reason: str,
+                          exc: BaseException | None = None) -> None:
+        """Reject for good; the message is kept in a dead-letter queue."""
+        if self.settled:
+            # Acked early, then refused by the task: keep a copy all the same.
+            if self.dead_letters is not None and self.queue:
+                try:
+                    await self.dead_letters.copy(self.message, self.queue, reason, exc)
+                except Exception as err:
+                    log.error("could not keep dead letter", task_id=task_id, error=repr(err))
+            return
+        self.settled = True
+        if self.dead_letters is None:
+            await settle(self.message, "reject", requeue=False, task_id=task_id)
+        else:
+            await self.dead_letters.reject(self.message, self.queue, reason, exc)
 
     async def ack(self, task_id: str | None) -> None:
         """Ack once; later calls do nothing."""
@@ -81,7 +102,9 @@ class Executor:
         hostname: str,
         canvas: Canvas,
         publish_timeout: float = 60.0,
+        dead_letter_failures: bool = False,
     ) -> None:
+        self.dead_letter_failures = dead_letter_failures
         self.canvas = canvas
         self.backend = backend
         self.broker = broker
@@ -145,7 +168,11 @@ class Executor:
         except Retry as exc:
             await self._on_retry(task, request, delivery, exc)
         except Reject as exc:
-            await delivery.reject(request.id, requeue=exc.requeue)
+            if exc.requeue:
+                await delivery.reject(request.id, requeue=True)
+            else:
+                await delivery.dead_letter(request.id, f"task raised Reject({exc.reason!r})",
+                                           exc)
             self.hooks.task_rejected(request.id, f"task raised Reject({exc.reason!r})",
                                      exc.requeue)
         except Exception as exc:
@@ -176,8 +203,8 @@ class Executor:
         if stored:
             await delivery.ack(request.id)
         else:
-            # Ack nothing whose result is not stored: let a DLX keep it.
-            await delivery.reject(request.id, requeue=False)
+            # Ack nothing whose result is not stored: keep it as a dead letter.
+            await delivery.dead_letter(request.id, "result could not be stored")
         self.hooks.task_succeeded(request, result, runtime)
 
     async def _on_failure(self, task: Task, request: Request, delivery: Delivery,
@@ -195,10 +222,14 @@ class Executor:
                                request)
         await self.canvas_step(self.canvas.on_failure(request, exc, einfo,
                                                   store=self.backend is not None), request)
+        if (self.dead_letter_failures and delivery.dead_letters is not None
+                and delivery.queue and _retries_exhausted(task, request)):
+            await self.canvas_step(delivery.dead_letters.copy(
+                delivery.message, delivery.queue, "retries exhausted", exc), request)
         if stored and task.option("acks_on_failure_or_timeout"):
             await delivery.ack(request.id)
         else:
-            await delivery.reject(request.id, requeue=False)
+            await delivery.dead_letter(request.id, "task failed", exc)
         self.hooks.task_failed(request, exc, runtime)
 
     async def _on_retry(self, task: Task, request: Request, delivery: Delivery,
@@ -266,6 +297,11 @@ class Executor:
         except Exception as exc:
             log.error("task hook raised", task_id=request.id, hook=hook.__name__,
                       error=repr(exc))
+
+
+def _retries_exhausted(task: Task, request: Request) -> bool:
+    return (request.retries > 0 and task.max_retries is not None
+            and request.retries >= task.max_retries)
 
 
 def _reset(token: contextvars.Token[Request | None]) -> None:

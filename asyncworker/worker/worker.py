@@ -74,7 +74,8 @@ class Worker:
         await broker.connect()
         self.app.use_connections(broker, backend)
         executor = Executor(backend, broker, threads, self.hooks, s.worker_nodename,
-                            self.app.canvas, s.task_publish_retry_timeout)
+                            self.app.canvas, s.task_publish_retry_timeout,
+                            s.task_dead_letter_on_failure)
         consumer = self.consumer = Consumer(self.app, s, broker, backend, executor, self.hooks)
         queues = self.app.topology.consume_from(s.worker_queues or None)
         await consumer.start(queues)

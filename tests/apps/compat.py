@@ -302,3 +302,21 @@ async def capped(seconds: float) -> dict[str, float]:
     start = time.time()
     await asyncio.sleep(seconds)
     return {"start": start, "end": time.time()}
+
+
+@app.task(name="compat.reject_once", bind=True)
+async def reject_once(self: Task, key: str) -> int:
+    """Rejects (no requeue) on its first run; succeeds when replayed."""
+    runs = int(await _redis().incr(key))
+    if runs == 1:
+        raise Reject("first run refuses", requeue=False)
+    return runs
+
+
+@app.task(name="compat.always_fails", bind=True, autoretry_for=(RuntimeError,), max_retries=1,
+          default_retry_delay=0.1)
+async def always_fails(self: Task, key: str) -> int:
+    runs = int(await _redis().incr(key))
+    if runs <= 2:
+        raise RuntimeError(f"run {runs} failed")
+    return runs
