@@ -44,6 +44,8 @@ class Request:
     ignore_result: bool = False
     timelimit: tuple[float | None, float | None] = (None, None)
     is_eager: bool = False
+    #: Set when a revoke with terminate=True cancels this task.
+    terminated: bool = False
 
 
 _current_request: contextvars.ContextVar[Request | None] = contextvars.ContextVar(

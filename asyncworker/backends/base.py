@@ -101,6 +101,13 @@ class ResultBackend(abc.ABC):
         """Count one finished header task; return the join when this one completes it."""
         return None
 
+    async def save_revoked(self, task_id: str, when: float) -> None:  # noqa: B027
+        """Persist a revoked id so a restarted worker still refuses the task."""
+
+    async def load_revoked(self, since: float) -> list[tuple[str, float]]:
+        """Revoked ids (with their times) newer than ``since`` (epoch seconds)."""
+        return []
+
     async def cleanup(self) -> int:
         """Delete expired results (``celery.backend_cleanup``); returns rows removed."""
         return 0

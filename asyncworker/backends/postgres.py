@@ -144,6 +144,10 @@ class PostgresBackend(ResultBackend):
                 date_done TIMESTAMP WITHOUT TIME ZONE,
                 traceback TEXT,
                 children BYTEA)""",
+            # asyncworker's own: revoked ids survive restarts (Celery keeps them in memory).
+            """CREATE TABLE IF NOT EXISTS asyncworker_revoked (
+                task_id VARCHAR(155) PRIMARY KEY,
+                revoked_at DOUBLE PRECISION NOT NULL)""",
             f"""CREATE TABLE IF NOT EXISTS {self.group_table} (
                 id INTEGER NOT NULL PRIMARY KEY,
                 taskset_id VARCHAR(155) UNIQUE,
@@ -207,6 +211,24 @@ class PostgresBackend(ResultBackend):
         assert self._pool is not None
         async with self._pool.acquire() as conn:
             await conn.executemany(self._insert_sql, rows)
+
+    async def save_revoked(self, task_id: str, when: float) -> None:
+        """Upsert one revoked id."""
+        assert self._pool is not None
+        await self._pool.execute(
+            "INSERT INTO asyncworker_revoked (task_id, revoked_at) VALUES ($1, $2) "
+            "ON CONFLICT (task_id) DO UPDATE SET revoked_at = EXCLUDED.revoked_at",
+            task_id, when)
+
+    async def load_revoked(self, since: float) -> list[tuple[str, float]]:
+        """Revoked ids newer than ``since``; older ones are deleted."""
+        assert self._pool is not None
+        await self._pool.execute("DELETE FROM asyncworker_revoked WHERE revoked_at < $1",
+                                 since)
+        rows = await self._pool.fetch(
+            "SELECT task_id, revoked_at FROM asyncworker_revoked WHERE revoked_at >= $1",
+            since)
+        return [(r["task_id"], r["revoked_at"]) for r in rows]
 
     async def cleanup(self) -> int:
         """Delete ready results older than ``result_expires`` (Celery's backend_cleanup)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
@@ -220,6 +220,20 @@ class RedisBackend(ResultBackend):
                 body, self.content_type, "utf-8", accept)
             results.append((task_id, part_state, part_result))
         return _RedisChordJoin(self, request.group, token, results)
+
+    REVOKED_KEY = "asyncworker-revoked"
+
+    async def save_revoked(self, task_id: str, when: float) -> None:
+        """Add one revoked id to a sorted set scored by time."""
+        await self.client.zadd(self.REVOKED_KEY, {task_id: when})
+
+    async def load_revoked(self, since: float) -> list[tuple[str, float]]:
+        """Revoked ids newer than ``since``; older ones are removed."""
+        await self.client.zremrangebyscore(self.REVOKED_KEY, "-inf", f"({since}")
+        items = await self.client.zrangebyscore(self.REVOKED_KEY, since, "+inf",
+                                                withscores=True)
+        pairs = cast(list[tuple[Any, float]], items)
+        return [(k.decode() if isinstance(k, bytes) else str(k), float(s)) for k, s in pairs]
 
     async def get(self, task_id: str) -> StoredResult | None:
         """Read and decode one task's state."""

@@ -161,11 +161,12 @@ class AmqpBroker:
                 await queue.bind(exchange, routing_key=spec.routing_key)
         return queue
 
-    async def consume(self, spec: QueueSpec, handler: MessageHandler, passive: bool) -> None:
-        """Declare ``spec`` and start consuming it (manual acks)."""
+    async def consume(self, spec: QueueSpec, handler: MessageHandler, passive: bool,
+                      no_ack: bool = False) -> None:
+        """Declare ``spec`` and start consuming it (manual acks unless ``no_ack``)."""
         queue = await self.declare(spec, passive=passive)
         self._queues[spec.name] = queue
-        self._consumers[spec.name] = await queue.consume(handler, no_ack=False)
+        self._consumers[spec.name] = await queue.consume(handler, no_ack=no_ack)
         log.info("consuming", queue=spec.name, exchange=spec.exchange.name,
                  routing_key=spec.routing_key, arguments=spec.arguments)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from datetime import UTC, datetime
 
 from aio_pika.abc import AbstractIncomingMessage
@@ -21,8 +22,9 @@ from ..app import App
 from ..backends.base import ResultBackend, TaskOutcome, exception_to_meta
 from ..broker.amqp import AmqpBroker, is_stale, settle
 from ..broker.topology import QueueSpec
+from ..control.revoked import RevokedSet
 from ..deadletter import DeadLetters
-from ..exceptions import ContentDisallowed, InvalidTaskError, NotRegistered, TaskRevokedError
+from ..exceptions import ContentDisallowed, InvalidTaskError, NotRegistered
 from ..logging import get_logger
 from ..settings import Settings
 from ..task import Request, Task
@@ -116,6 +118,8 @@ class Consumer:
         self.running: set[asyncio.Task[None]] = set()
         # Task ids executing here, each with an event set when it is done.
         self.active: dict[str, asyncio.Event] = {}
+        self.running_requests: dict[str, tuple[Request, asyncio.Task[None]]] = {}
+        self.revoked = RevokedSet()
         self.stopping = False
 
     async def start(self, queues: list[QueueSpec]) -> None:
@@ -210,12 +214,14 @@ class Consumer:
                 self.waiting.discard(current)
                 self.running.add(current)
                 done = self.active[request.id] = asyncio.Event()
+                self.running_requests[request.id] = (request, current)
                 try:
                     await self.executor.execute(task, request, delivery)
                 finally:
                     done.set()
                     if self.active.get(request.id) is done:
                         del self.active[request.id]
+                        del self.running_requests[request.id]
         except asyncio.CancelledError:
             # Not started yet (warm shutdown): hand the message back to the broker.
             if current in self.waiting and not delivery.settled:
@@ -249,20 +255,47 @@ class Consumer:
         await delivery.dead_letter(msg.id, f"unknown task {msg.task!r}", exc)
 
     async def _expired(self, request: Request, delivery: Delivery) -> bool:
-        """Store REVOKED ('expired') and ack when the task's expiry has passed."""
+        """Store REVOKED and ack when the task was revoked or its expiry has passed."""
+        if request.id in self.revoked:
+            await self.executor.revoke(request, delivery, "revoked")
+            return True
         if request.expires is not None and request.expires <= datetime.now(UTC):
-            exc = TaskRevokedError("expired")
-            meta = exception_to_meta(exc)
-            if not request.ignore_result:
-                await self.executor.store(TaskOutcome(request.id, states.REVOKED, meta, None,
-                                                      request))
-            if request.chord and request.group:
-                await self.executor.canvas_step(
-                    self.app.canvas.chord_part_return(request, states.REVOKED, meta), request)
-            self.hooks.task_revoked(request, "expired")
-            await delivery.ack(request.id)
+            await self.executor.revoke(request, delivery, "expired")
             return True
         return False
+
+    async def revoke(self, task_ids: list[str], terminate: bool) -> list[str]:
+        """Revoke ids (persisted); with ``terminate``, cancel those running here."""
+        now = time.time()
+        for task_id in task_ids:
+            self.revoked.add(task_id, now)
+            if self.backend is not None:
+                try:
+                    await self.backend.save_revoked(task_id, now)
+                except Exception as exc:
+                    log.warning("could not persist revoked id", task_id=task_id,
+                                error=repr(exc))
+        terminated = []
+        if terminate:
+            for task_id in task_ids:
+                running = self.running_requests.get(task_id)
+                if running is not None:
+                    request, handler = running
+                    request.terminated = True
+                    handler.cancel()
+                    terminated.append(task_id)
+        return terminated
+
+    async def load_revoked(self) -> None:
+        """Restore revoked ids persisted by earlier runs."""
+        if self.backend is None:
+            return
+        try:
+            for task_id, when in await self.backend.load_revoked(
+                    time.time() - self.revoked.ttl):
+                self.revoked.add(task_id, when)
+        except Exception as exc:
+            log.warning("could not load revoked ids", error=repr(exc))
 
     async def _duplicate(self, request: Request, delivery: Delivery) -> bool:
         """Ack, without running, a redelivery of a task that ran or runs here."""

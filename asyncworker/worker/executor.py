@@ -31,7 +31,7 @@ from ..backends.base import (
 from ..broker.amqp import AmqpBroker, settle
 from ..canvas import Canvas
 from ..deadletter import DeadLetters
-from ..exceptions import Ignore, Reject, Retry
+from ..exceptions import Ignore, Reject, Retry, TaskRevokedError
 from ..logging import get_logger
 from ..protocol import OutgoingMessage
 from ..task import Request, Task, set_current_request
@@ -161,6 +161,13 @@ class Executor:
         try:
             result = await self._call(task, request)
         except asyncio.CancelledError:
+            if request.terminated:
+                # Revoked with terminate=True: a final REVOKED, not a requeue.
+                current = asyncio.current_task()
+                if current is not None:
+                    current.uncancel()
+                await self.revoke(request, delivery, "terminated")
+                return
             await asyncio.shield(self._on_cancelled(request, delivery, acks_late))
             raise
         except Ignore:
@@ -267,6 +274,17 @@ class Executor:
                             retry_in=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    async def revoke(self, request: Request, delivery: Delivery, reason: str) -> None:
+        """Store REVOKED (TaskRevokedError(reason)), return a chord part, ack."""
+        meta = exception_to_meta(TaskRevokedError(reason))
+        if not request.ignore_result:
+            await self.store(TaskOutcome(request.id, states.REVOKED, meta, None, request))
+        if request.chord and request.group:
+            await self.canvas_step(
+                self.canvas.chord_part_return(request, states.REVOKED, meta), request)
+        self.hooks.task_revoked(request, reason)
+        await delivery.ack(request.id)
 
     async def _on_cancelled(self, request: Request, delivery: Delivery, acks_late: bool) -> None:
         if acks_late or not delivery.settled:

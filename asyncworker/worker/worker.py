@@ -11,19 +11,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib
 import signal
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from .. import backends
 from ..app import App
 from ..broker.amqp import AmqpBroker
+from ..control.pidbox import Mailbox
 from ..logging import get_logger
 from .consumer import Consumer
 from .executor import Executor
 from .hooks import HookSet, LogHooks, WorkerHooks
 
 log = get_logger("worker")
+
+
+async def _ping(**_: Any) -> dict[str, str]:
+    return {"ok": "pong"}
+
+
+async def _revoke(consumer: Consumer, task_id: str | list[str], terminate: bool = False,
+                  signal: Any = None, **_: Any) -> dict[str, str]:
+    ids = [task_id] if isinstance(task_id, str) else list(task_id)
+    terminated = await consumer.revoke(ids, terminate)
+    # Celery's reply text.
+    return {"ok": f"tasks {', '.join(ids)} flagged as revoked"
+            + (f"; terminated {', '.join(terminated)}" if terminated else "")}
 
 
 class Worker:
@@ -78,6 +94,11 @@ class Worker:
                             s.task_dead_letter_on_failure)
         consumer = self.consumer = Consumer(self.app, s, broker, backend, executor, self.hooks)
         queues = self.app.topology.consume_from(s.worker_queues or None)
+        await consumer.load_revoked()
+        mailbox = Mailbox(broker, s.worker_nodename)
+        mailbox.register("ping", _ping)
+        mailbox.register("revoke", functools.partial(_revoke, consumer))
+        await mailbox.start()
         await consumer.start(queues)
         log.info("worker ready", nodename=s.worker_nodename, concurrency=s.worker_concurrency,
                  prefetch=s.prefetch_count(), queues=[q.name for q in queues],

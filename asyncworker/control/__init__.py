@@ -1,0 +1,1 @@
+"""Remote control over Celery's mailbox (``celery.pidbox``)."""
