@@ -38,6 +38,18 @@ def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.1
         time.sleep(interval)
 
 
+def result_of(result: Any, timeout: float = 30) -> Any:
+    """``result.get()``, after the result is stored.
+
+    Celery's Redis client subscribes without waiting for Redis to confirm, so a
+    result stored and published in that gap is missed and ``get()`` hangs (a
+    client race, the same with Celery workers). Polling ``ready()`` (a GET)
+    first sidesteps it; the value is still read through the client.
+    """
+    wait_for(result.ready, timeout, interval=0.05, what=f"result of {result.id}")
+    return result.get(timeout=timeout)
+
+
 def _port_open(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)

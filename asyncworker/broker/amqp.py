@@ -63,8 +63,9 @@ class AmqpBroker:
         self.display_url = redact_url(url)
         self.connect_timeout = connect_timeout
         self.connection: AbstractRobustConnection | None = None
-        self._consume_channel: AbstractChannel | None = None
-        self._publish_channel: AbstractChannel | None = None
+        # One channel per purpose: a channel error (say, a mailbox queue held by
+        # another node of the same name) must not stop task consumption.
+        self._channels: dict[str, AbstractChannel] = {}
         self._exchanges: dict[str, AbstractExchange] = {}
         self._queues: dict[str, AbstractQueue] = {}
         self._consumers: dict[str, str] = {}
@@ -105,23 +106,22 @@ class AmqpBroker:
         if self.connection is not None:
             await self.connection.close()
             self.connection = None
-        self._consume_channel = self._publish_channel = None
+        self._channels.clear()
         self._exchanges.clear()
         self._queues.clear()
         self._declared.clear()
 
-    async def _channel(self, publish: bool) -> AbstractChannel:
+    async def _channel(self, publish: bool, purpose: str | None = None) -> AbstractChannel:
+        name = purpose or ("publish" if publish else "consume")
         async with self._lock:
             if self.connection is None:
                 await self.connect()
             assert self.connection is not None
-            if publish:
-                if self._publish_channel is None:
-                    self._publish_channel = await self.connection.channel(publisher_confirms=True)
-                return self._publish_channel
-            if self._consume_channel is None:
-                self._consume_channel = await self.connection.channel(publisher_confirms=False)
-            return self._consume_channel
+            channel = self._channels.get(name)
+            if channel is None or channel.is_closed:
+                channel = await self.connection.channel(publisher_confirms=publish)
+                self._channels[name] = channel
+            return channel
 
     async def set_qos(self, prefetch_count: int) -> None:
         """Set basic.qos on the consuming channel (0 means unlimited).
@@ -144,9 +144,9 @@ class AmqpBroker:
         )
 
     async def declare(self, spec: QueueSpec, passive: bool = False,
-                      publish: bool = False) -> AbstractQueue:
+                      publish: bool = False, purpose: str | None = None) -> AbstractQueue:
         """Declare a queue, its exchange and binding exactly as kombu would."""
-        channel = await self._channel(publish=publish)
+        channel = await self._channel(publish=publish, purpose=purpose)
         queue = await channel.declare_queue(
             spec.name,
             durable=spec.durable,
@@ -162,9 +162,9 @@ class AmqpBroker:
         return queue
 
     async def consume(self, spec: QueueSpec, handler: MessageHandler, passive: bool,
-                      no_ack: bool = False) -> None:
+                      no_ack: bool = False, purpose: str | None = None) -> None:
         """Declare ``spec`` and start consuming it (manual acks unless ``no_ack``)."""
-        queue = await self.declare(spec, passive=passive)
+        queue = await self.declare(spec, passive=passive, purpose=purpose)
         self._queues[spec.name] = queue
         self._consumers[spec.name] = await queue.consume(handler, no_ack=no_ack)
         log.info("consuming", queue=spec.name, exchange=spec.exchange.name,

@@ -53,10 +53,19 @@ class Mailbox:
         """Answer the command ``name`` with ``handler(**arguments)``."""
         self.handlers[name] = handler
 
-    async def start(self) -> None:
-        """Declare and consume the mailbox queue."""
-        await self.broker.consume(node_queue(self.nodename), self.on_message, passive=False,
-                                  no_ack=True)
+    async def start(self) -> bool:
+        """Declare and consume the mailbox queue; False (logged) when that fails."""
+        try:
+            await self.broker.consume(node_queue(self.nodename), self.on_message,
+                                      passive=False, no_ack=True, purpose="control")
+        except Exception as exc:
+            # Most often another worker runs under the same node name (the queue
+            # is exclusive). Tasks still run; remote control does not reach us.
+            log.error("remote control disabled: mailbox queue unavailable (is another "
+                      "worker using this node name? pass -n)", nodename=self.nodename,
+                      error=repr(exc))
+            return False
+        return True
 
     def _for_us(self, body: dict[str, Any]) -> bool:
         destination = body.get("destination")

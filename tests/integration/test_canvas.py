@@ -10,7 +10,7 @@ import pytest
 from celery import chain, chord, group
 from celery.exceptions import ChordError
 
-from tests.conftest import BROKER_URL, PG_DSN, REDIS_URL, wait_for
+from tests.conftest import BROKER_URL, PG_DSN, REDIS_URL, result_of, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -42,18 +42,18 @@ def s(app: Any, name: str, *args: Any, **options: Any) -> Any:
 def test_chain(client: Any) -> None:
     result = chain(s(client, "add_async", 1, 2), s(client, "add_async", 3),
                    s(client, "mul", 10)).apply_async()
-    assert result.get(timeout=30) == 60
-    assert result.parent.get(timeout=5) == 6
+    assert result_of(result, 30) == 60
+    assert result_of(result.parent, 5) == 6
 
 
 def test_group(client: Any) -> None:
     result = group(s(client, "add_async", i, i) for i in range(10)).apply_async()
-    assert result.get(timeout=30) == [2 * i for i in range(10)]
+    assert result_of(result, 30) == [2 * i for i in range(10)]
 
 
 def test_chord(client: Any) -> None:
     result = chord([s(client, "add_async", i, i) for i in range(6)])(s(client, "tsum"))
-    assert result.get(timeout=30) == 30
+    assert result_of(result, 30) == 30
 
 
 def test_chord_with_failing_member(client: Any, redis_client: Any) -> None:
@@ -62,10 +62,10 @@ def test_chord_with_failing_member(client: Any, redis_client: Any) -> None:
     result = chord([s(client, "add_async", 1, 1), s(client, "fail", 7)])(body)
     # Through the chord's handle Celery re-raises the failed member first...
     with pytest.raises(ValueError, match=r"failed with \[7\]"):
-        result.get(timeout=30)
+        result_of(result, 30)
     # ...and the body itself holds the ChordError.
     with pytest.raises(ChordError) as info:
-        client.AsyncResult(result.id).get(timeout=30)
+        result_of(client.AsyncResult(result.id), 30)
     assert "Dependency" in str(info.value) and "failed with [7]" in str(info.value)
     wait_for(lambda: redis_client.lrange(key, 0, -1), 15, what="body errback")
     assert redis_client.lrange(key, 0, -1) == [f"old:{result.id}".encode()]
@@ -74,15 +74,15 @@ def test_chord_with_failing_member(client: Any, redis_client: Any) -> None:
 def test_link_and_link_error(client: Any, redis_client: Any) -> None:
     key = f"errbacks:{uuid.uuid4()}"
     ok = s(client, "add_async", 2, 3).apply_async(link=s(client, "mul", 4))
-    assert ok.get(timeout=30) == 5
+    assert result_of(ok, 30) == 5
     child = wait_for(lambda: ok.children, 15, what="callback child")
-    assert child[0].get(timeout=30) == 20
+    assert result_of(child[0], 30) == 20
 
     failing = s(client, "fail", 1).apply_async(
         link_error=[s(client, "errback_old", key),
                     client.signature("compat.errback_new", kwargs={"key": key})])
     with pytest.raises(ValueError, match=r"failed with \[1\]"):
-        failing.get(timeout=30)
+        result_of(failing, 30)
     wait_for(lambda: len(redis_client.lrange(key, 0, -1)) == 2, 15, what="both errbacks")
     assert sorted(redis_client.lrange(key, 0, -1)) == sorted(
         [f"old:{failing.id}".encode(), f"new:{failing.id}:ValueError".encode()])
@@ -92,31 +92,31 @@ def test_chain_failure_reaches_every_later_step(client: Any) -> None:
     result = chain(s(client, "add_async", 1, 1), s(client, "fail"),
                    s(client, "add_async", 1), s(client, "mul", 2)).apply_async()
     with pytest.raises(ValueError, match=r"failed with \[2\]"):
-        result.get(timeout=30)
+        result_of(result, 30)
     # The step before the last was never run; it holds the same failure.
     with pytest.raises(ValueError):
-        result.parent.get(timeout=5)
+        result_of(result.parent, 5)
 
 
 def test_group_and_chord_inside_chains(client: Any) -> None:
     with_group = chain(s(client, "add_async", 1, 1),
                        group(s(client, "add_async", 1), s(client, "add_async", 2)),
                        s(client, "tsum")).apply_async()
-    assert with_group.get(timeout=30) == 7
+    assert result_of(with_group, 30) == 7
     with_chord = chain(s(client, "add_async", 1, 1),
                        chord([s(client, "add_async", 1), s(client, "add_async", 2)],
                              s(client, "tsum")),
                        s(client, "add_async", 100)).apply_async()
-    assert with_chord.get(timeout=30) == 107
+    assert result_of(with_chord, 30) == 107
 
 
 def test_builtins_starmap_map_chunks(client: Any) -> None:
     from celery.canvas import chunks, xmap, xstarmap
 
-    assert xstarmap(s(client, "add_async"), [(1, 2), (3, 4)],
-                    app=client).apply_async().get(timeout=30) == [3, 7]
-    assert xmap(s(client, "tsum"), [[1, 2], [3, 4, 5]],
-                app=client).apply_async().get(timeout=30) == [3, 12]
+    starmapped = xstarmap(s(client, "add_async"), [(1, 2), (3, 4)], app=client)
+    assert result_of(starmapped.apply_async(), 30) == [3, 7]
+    mapped = xmap(s(client, "tsum"), [[1, 2], [3, 4, 5]], app=client)
+    assert result_of(mapped.apply_async(), 30) == [3, 12]
     pairs = list(zip(range(6), range(6), strict=True))
     chunked = chunks(s(client, "add_async"), pairs, 2, app=client)
-    assert chunked.apply_async().get(timeout=30) == [[0, 2], [4, 6], [8, 10]]
+    assert result_of(chunked.apply_async(), 30) == [[0, 2], [4, 6], [8, 10]]

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import BROKER_URL, REDIS_URL, wait_for
+from tests.conftest import BROKER_URL, REDIS_URL, result_of, wait_for
 from tests.integration.test_roundtrip import _plan
 
 pytestmark = pytest.mark.integration
@@ -33,10 +33,10 @@ def test_mixed_round_trip_on_redis(redis_celery: Any, start_worker: Any,
     for result, name, args, kwargs, expected in sent:
         if isinstance(expected, BaseException):
             with pytest.raises(type(expected)) as info:
-                result.get(timeout=60)
+                result_of(result, 60)
             assert info.value.args == expected.args
         else:
-            assert result.get(timeout=60) == expected
+            assert result_of(result, 60) == expected
         assert (result.name, result.args, result.kwargs) == (name, args, kwargs)
         assert result.worker.startswith("asyncworker@") and result.queue == queue_name
         assert result.date_done is not None
@@ -50,12 +50,12 @@ def test_success_is_never_overwritten_and_keys_expire(redis_celery: Any, start_w
     task_id = str(uuid.uuid4())
     first = redis_celery.send_task("compat.add_async", [2, 2], queue=queue_name,
                                    task_id=task_id)
-    assert first.get(timeout=30) == 4
+    assert result_of(first) == 4
     # The same id again, now failing (a duplicate delivery): the SUCCESS stays.
     redis_celery.send_task("compat.raise_custom", ["late duplicate"], queue=queue_name,
                            task_id=task_id)
     wait_for(lambda: [x for x in worker.events("task failed") if x["task_id"] == task_id],
              30, what="duplicate ran")
     fresh = redis_celery.AsyncResult(task_id)
-    assert fresh.get(timeout=5) == 4 and fresh.state == "SUCCESS"
+    assert result_of(fresh, 5) == 4 and fresh.state == "SUCCESS"
     assert 0 < redis_client.ttl(f"celery-task-meta-{task_id}") <= 600

@@ -69,3 +69,13 @@ def test_ping(celery_app: Any, start_worker: Any, queue_name: str) -> None:
     node = f"ping-{queue_name}@test"
     start_worker("-Q", queue_name, "-n", node)
     assert celery_app.control.ping(destination=[node], timeout=5) == [{node: {"ok": "pong"}}]
+
+
+def test_duplicate_node_name_still_runs_tasks(celery_app: Any, start_worker: Any,
+                                              queue_name: str) -> None:
+    node = f"dup-{queue_name}@test"
+    start_worker("-Q", queue_name, "-n", node)
+    second = start_worker("-Q", f"{queue_name}.2", "-n", node)
+    assert any("remote control disabled" in x.get("event", "") for x in second.lines())
+    result = celery_app.send_task("compat.add_async", [3, 4], queue=f"{queue_name}.2")
+    assert result.get(timeout=30) == 7
