@@ -123,16 +123,17 @@ class AmqpBroker:
                 self._channels[name] = channel
             return channel
 
-    async def set_qos(self, prefetch_count: int) -> None:
+    async def set_qos(self, prefetch_count: int, global_: bool = True) -> None:
         """Set basic.qos on the consuming channel (0 means unlimited).
 
-        Channel-wide (global): RabbitMQ applies a per-consumer prefetch only to
-        consumers started after it, so raising it for held ETA messages would
-        do nothing; Celery uses the global flag on RabbitMQ for the same reason.
+        Channel-wide (global) by default: RabbitMQ applies a per-consumer
+        prefetch only to consumers started after it, so raising it for held
+        ETA messages would do nothing; Celery uses the global flag on RabbitMQ
+        for the same reason. Quorum queues refuse global QoS.
         """
         channel = await self._channel(publish=False)
         await channel.set_qos(prefetch_count=prefetch_count if prefetch_count <= 65535 else 0,
-                              global_=True)
+                              global_=global_)
 
     async def _exchange(self, channel: AbstractChannel, spec: ExchangeSpec,
                         passive: bool) -> AbstractExchange:

@@ -42,11 +42,14 @@ class Qos:
         self.broker = broker
         self.target = base
         self.applied: int | None = None
+        # Global QoS, unless a quorum queue is consumed (RabbitMQ refuses it there;
+        # then, as in Celery, held ETA messages count against the window).
+        self.global_ = True
         self._lock = asyncio.Lock()
 
     async def adjust(self, delta: int) -> None:
         """Change the prefetch by ``delta`` (0 = unlimited stays unlimited)."""
-        if self.target == 0:
+        if self.target == 0 or not self.global_:
             return
         self.target += delta
         await self.apply()
@@ -56,7 +59,7 @@ class Qos:
         async with self._lock:
             if self.applied != self.target:
                 value = self.target
-                await self.broker.set_qos(value)
+                await self.broker.set_qos(value, self.global_)
                 self.applied = value
 
 
@@ -124,6 +127,10 @@ class Consumer:
 
     async def start(self, queues: list[QueueSpec]) -> None:
         """Set QoS, declare the queues and start consuming them."""
+        if any(q.arguments.get("x-queue-type") == "quorum" for q in queues):
+            self.qos.global_ = False
+            log.warning("quorum queues consumed: per-consumer QoS, so ETA messages held "
+                        "here count against the prefetch window")
         await self.qos.apply()
         for spec in queues:
             await self.broker.consume(spec, functools.partial(self.on_message, spec.name),

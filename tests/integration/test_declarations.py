@@ -132,3 +132,23 @@ def test_growbin_topology_shared_with_celery(celery_app: Any, start_worker: Any,
         _declare_with_celery(celery_side, list(celery_side.conf.task_queues))
     result = celery_side.send_task("compat.add_async", [20, 1], priority=5)
     assert result.get(timeout=30) == 21
+
+
+def test_quorum_queue_declared_by_celery(celery_app: Any, start_worker: Any,
+                                         queue_name: str) -> None:
+    """Quorum queues refuse global QoS; the worker falls back and still runs ETA tasks."""
+    from datetime import UTC, datetime, timedelta
+
+    options = {"exchange": queue_name, "exchange_type": "direct", "routing_key": queue_name,
+               "queue_arguments": {"x-queue-type": "quorum"}}
+    queue = _kombu_queue(queue_name, options)
+    _declare_with_celery(celery_app, [queue])
+    worker = start_worker("-Q", queue_name, "-c", "4", task_queues={queue_name: options})
+    later = celery_app.send_task("compat.add_async", [1, 2], queue=queue,
+                                 eta=datetime.now(UTC) + timedelta(seconds=1))
+    now = celery_app.send_task("compat.add_async", [2, 3], queue=queue)
+    assert now.get(timeout=30) == 5
+    assert later.get(timeout=30) == 3
+    assert worker.events(
+        "quorum queues consumed: per-consumer QoS, so ETA messages held here count against "
+        "the prefetch window")

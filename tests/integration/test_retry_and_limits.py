@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -52,9 +53,17 @@ def test_retries_exhausted(celery_app: Any, start_worker: Any, queue_name: str,
     assert len(_attempts(redis_client, with_exc.id)) == 3  # first run + max_retries=2
 
 
+def _countdowns(worker: Any, redis_client: Any, task_id: str) -> list[float]:
+    """Each retry's countdown as the worker chose it: its ETA minus the attempt's start."""
+    etas = [datetime.fromisoformat(x["eta"]).timestamp()
+            for x in worker.events("task retry scheduled") if x["task_id"] == task_id]
+    starts = [t for t, _ in _attempts(redis_client, task_id)]
+    return [eta - start for eta, start in zip(etas, starts, strict=False)]
+
+
 def test_autoretry_backoff_follows_celery_formula(celery_app: Any, start_worker: Any,
                                                   queue_name: str, redis_client: Any) -> None:
-    start_worker("-Q", queue_name, "-c", "5")
+    worker = start_worker("-Q", queue_name, "-c", "5")
     plain = celery_app.send_task("compat.autoretry", queue=queue_name)
     jitter = celery_app.send_task("compat.autoretry_jitter", queue=queue_name)
     refused = celery_app.send_task("compat.autoretry", [True], queue=queue_name)
@@ -65,17 +74,20 @@ def test_autoretry_backoff_follows_celery_formula(celery_app: Any, start_worker:
         plain.get(timeout=60)
     times = [t for t, _ in _attempts(redis_client, plain.id)]
     gaps = [b - a for a, b in itertools.pairwise(times)]
-    # factor 1, no jitter: countdowns min(4, 1 * 2**n) = 1, 2, 4 seconds.
-    assert len(gaps) == 3
-    for gap, countdown in zip(gaps, [1, 2, 4], strict=True):
-        assert countdown <= gap < countdown + 1.5, gaps
+    # factor 1, no jitter: countdowns min(4, 1 * 2**n) = 1, 2, 4 seconds...
+    countdowns = _countdowns(worker, redis_client, plain.id)
+    assert [round(c) for c in countdowns] == [1, 2, 4], countdowns
+    assert all(abs(c - round(c)) < 0.5 for c in countdowns), countdowns
+    # ...and no retry ran before its countdown was up.
+    assert all(gap >= c for gap, c in zip(gaps, [1, 2, 4], strict=True)), gaps
     with pytest.raises(ConnectionError):
         jitter.get(timeout=60)
-    times = [t for t, _ in _attempts(redis_client, jitter.id)]
-    gaps = [b - a for a, b in itertools.pairwise(times)]
-    # factor 2, max 3, full jitter: each countdown in [0, min(3, 2 * 2**n)].
-    assert len(gaps) == 4
-    assert all(gap < 3 + 1.5 for gap in gaps), gaps
+    # factor 2, max 3, full jitter: each countdown a whole number in [0, min(3, 2 * 2**n)].
+    countdowns = _countdowns(worker, redis_client, jitter.id)
+    assert len(countdowns) == 4
+    for n, countdown in enumerate(countdowns):
+        assert 0 <= round(countdown) <= min(3, 2 * 2**n), countdowns
+        assert abs(countdown - round(countdown)) < 0.5, countdowns
 
 
 def test_time_limits_affect_only_their_task(celery_app: Any, start_worker: Any,
