@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from .. import states
+from .. import serialization, states
 from ..exceptions import celery_module_of
 from ..task import Request
 
@@ -139,3 +139,28 @@ class ResultBackend(abc.ABC):
 
 class ResultEncodeError(Exception):
     """A task returned a value the result serializer cannot encode."""
+
+
+class ResultCodec:
+    """``result_serializer`` encoding of stored values (JSON, or pickle when asked)."""
+
+    def __init__(self, serializer: str) -> None:
+        self.name = serializer
+        self.content_type = serialization.content_type_of(serializer)
+        if self.content_type not in (serialization.JSON, serialization.PICKLE):
+            raise ValueError(f"unsupported result_serializer {serializer!r}")
+        self._accept = serialization.accepted([serialization.JSON, self.content_type])
+
+    def encode(self, value: Any) -> bytes:
+        """Encode, or raise ResultEncodeError naming the value's type."""
+        try:
+            return serialization.dumps(value, self.content_type)
+        except Exception as exc:
+            raise ResultEncodeError(
+                f"cannot encode result of type {type(value).__name__} as {self.name}: {exc}"
+            ) from exc
+
+    def decode(self, raw: bytes | str) -> Any:
+        """Decode a stored value."""
+        body = raw if isinstance(raw, bytes) else raw.encode()
+        return serialization.loads(body, self.content_type, "utf-8", self._accept)

@@ -22,7 +22,7 @@ import asyncpg
 from .. import serialization
 from ..logging import get_logger, redact_url
 from ..settings import Settings
-from .base import ResultBackend, ResultEncodeError, StoredResult, TaskOutcome
+from .base import ResultBackend, ResultCodec, StoredResult, TaskOutcome
 from .batching import BatchWriter
 
 log = get_logger("backend.postgres")
@@ -69,9 +69,7 @@ class PostgresBackend(ResultBackend):
     def __init__(self, dsn: str, settings: Settings) -> None:
         self.dsn = dsn
         self.settings = settings
-        self.content_type = serialization.content_type_of(settings.result_serializer)
-        if self.content_type not in (serialization.JSON, serialization.PICKLE):
-            raise ValueError(f"unsupported result_serializer {settings.result_serializer!r}")
+        self.codec = ResultCodec(settings.result_serializer)
         names, schemas = settings.database_table_names, settings.database_table_schemas
         self.task_table = _qualified(schemas.get("task"), names.get("task", "celery_taskmeta"))
         self.group_table = _qualified(
@@ -170,23 +168,14 @@ class PostgresBackend(ResultBackend):
                 await conn.execute(statement)
 
     # -- writes ------------------------------------------------------------
-    def _encode_value(self, value: Any) -> bytes:
-        try:
-            return serialization.dumps(value, self.content_type)
-        except Exception as exc:
-            raise ResultEncodeError(
-                f"cannot encode result of type {type(value).__name__} as "
-                f"{self.settings.result_serializer}: {exc}"
-            ) from exc
-
     def _row(self, outcome: TaskOutcome) -> tuple[Any, ...]:
         row: tuple[Any, ...] = (
             outcome.task_id,
             outcome.state,
-            self._encode_value(outcome.result),
+            self.codec.encode(outcome.result),
             utcnow_naive() if outcome.ready else None,
             outcome.traceback,
-            self._encode_value(outcome.children) if outcome.children else None,
+            self.codec.encode(outcome.children) if outcome.children else None,
         )
         if self.extended:
             req = outcome.request
@@ -253,11 +242,7 @@ class PostgresBackend(ResultBackend):
         if row is None:
             return None
         raw = row["result"]
-        value = None
-        if raw is not None:
-            raw = bytes(raw)
-            accept = serialization.accepted([serialization.JSON, self.content_type])
-            value = serialization.loads(raw, self.content_type, "utf-8", accept)
+        value = None if raw is None else self.codec.decode(bytes(raw))
         return StoredResult(task_id, row["status"], value, row["traceback"], row["date_done"])
 
 

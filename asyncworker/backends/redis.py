@@ -17,11 +17,10 @@ from typing import Any, cast
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
-from .. import serialization
 from ..logging import redact_url
 from ..settings import Settings
 from ..task import Request
-from .base import ChordJoin, ResultBackend, ResultEncodeError, StoredResult, TaskOutcome
+from .base import ChordJoin, ResultBackend, ResultCodec, StoredResult, TaskOutcome
 from .batching import BatchWriter
 
 TASK_PREFIX = "celery-task-meta-"
@@ -116,9 +115,7 @@ class RedisBackend(ResultBackend):
     def __init__(self, url: str, settings: Settings) -> None:
         self.url = url
         self.settings = settings
-        self.content_type = serialization.content_type_of(settings.result_serializer)
-        if self.content_type not in (serialization.JSON, serialization.PICKLE):
-            raise ValueError(f"unsupported result_serializer {settings.result_serializer!r}")
+        self.codec = ResultCodec(settings.result_serializer)
         self.expires = int(settings.result_expires or 0)
         self.client: aioredis.Redis = aioredis.from_url(url)
         self._store_script = self.client.register_script(_STORE_LUA)
@@ -139,15 +136,6 @@ class RedisBackend(ResultBackend):
         """Write what is queued and disconnect."""
         await self._writer.close()
         await self.client.aclose()
-
-    def encode(self, value: Any) -> bytes:
-        """Encode a value with the result serializer."""
-        try:
-            return serialization.dumps(value, self.content_type)
-        except Exception as exc:
-            raise ResultEncodeError(
-                f"cannot encode result of type {type(value).__name__} as "
-                f"{self.settings.result_serializer}: {exc}") from exc
 
     def meta(self, outcome: TaskOutcome) -> dict[str, Any]:
         """The document Celery's Redis backend stores for one state."""
@@ -173,7 +161,7 @@ class RedisBackend(ResultBackend):
 
     async def store(self, outcome: TaskOutcome) -> None:
         """SETEX + PUBLISH the state (batched), unless SUCCESS is already stored."""
-        value = self.encode(self.meta(outcome))
+        value = self.codec.encode(self.meta(outcome))
         await self._writer.submit((TASK_PREFIX + outcome.task_id, value))
 
     async def _write_many(self, rows: Sequence[tuple[str, bytes]]) -> None:
@@ -206,18 +194,15 @@ class RedisBackend(ResultBackend):
         keys = self.chord_keys(request.group)
         index = "+inf" if request.group_index is None else str(request.group_index)
         token = uuid.uuid4().hex
-        value = self.encode([1, request.id, state, result])
+        value = self.codec.encode([1, request.id, state, result])
         count, _diff, size, claimed = await self._chord_part_script(
             keys=[keys[".j"], keys[".t"], keys[".s"], keys[".d"], keys[".c"]],
             args=[request.id, value, index, self.expires, CHORD_CLAIM_SECONDS, token])
         if count == -1 or not claimed or not size:
             return None
-        accept = serialization.accepted([serialization.JSON, self.content_type])
         results = []
         for raw in await self.client.zrange(keys[".j"], 0, -1):
-            body = raw if isinstance(raw, bytes) else str(raw).encode()
-            _, task_id, part_state, part_result = serialization.loads(
-                body, self.content_type, "utf-8", accept)
+            _, task_id, part_state, part_result = self.codec.decode(cast(bytes, raw))
             results.append((task_id, part_state, part_result))
         return _RedisChordJoin(self, request.group, token, results)
 
@@ -240,9 +225,7 @@ class RedisBackend(ResultBackend):
         raw = await self.client.get(TASK_PREFIX + task_id)
         if raw is None:
             return None
-        accept = serialization.accepted([serialization.JSON, self.content_type])
-        body = raw if isinstance(raw, bytes) else raw.encode()
-        meta = serialization.loads(body, self.content_type, "utf-8", accept)
+        meta = self.codec.decode(raw)
         done = meta.get("date_done")
         return StoredResult(task_id, meta["status"], meta.get("result"), meta.get("traceback"),
                             datetime.fromisoformat(done) if isinstance(done, str) else done)

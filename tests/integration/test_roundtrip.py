@@ -104,9 +104,14 @@ def test_500_mixed_tasks_round_trip(celery_app: Any, start_worker: Any, queue_na
 def test_delay_and_apply_async_through_celery_task_stubs(celery_app: Any, start_worker: Any,
                                                          queue_name: str) -> None:
     """Producers that call .delay()/.apply_async() on their own task objects."""
-    start_worker("-Q", queue_name, "-c", "5")
+    from celery import Celery
 
-    @celery_app.task(name="compat.add_sync", queue=queue_name)
+    start_worker("-Q", queue_name, "-c", "5")
+    producer = Celery("stubs", broker=celery_app.conf.broker_url,
+                      backend=celery_app.conf.result_backend)
+    producer.conf.task_routes = {"compat.*": {"queue": queue_name}}
+
+    @producer.task(name="compat.add_sync")
     def add_sync(x: int, y: int) -> int:  # pragma: no cover - runs in asyncworker
         raise AssertionError("must not run in the client")
 
