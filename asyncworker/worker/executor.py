@@ -199,7 +199,9 @@ class Executor:
         await self._hook(task.on_success, request, result, request.id, request.args,
                          request.kwargs)
         # Celery dispatches callbacks and the next chain step before storing.
-        children = await self.canvas_step(self.canvas.on_success(request, result), request)
+        children = None
+        if request.callbacks or request.chain:
+            children = await self.canvas_step(self.canvas.on_success(request, result), request)
         stored = True
         if not request.ignore_result:
             stored = await self.store(TaskOutcome(request.id, states.SUCCESS, result, None,
@@ -227,8 +229,9 @@ class Executor:
         if request.chord and request.group:
             await self.canvas_step(self.canvas.chord_part_return(request, states.FAILURE, meta),
                                request)
-        await self.canvas_step(self.canvas.on_failure(request, exc, einfo,
-                                                  store=self.backend is not None), request)
+        if request.chain or request.errbacks:
+            await self.canvas_step(self.canvas.on_failure(request, exc, einfo,
+                                                      store=self.backend is not None), request)
         if (self.dead_letter_failures and delivery.dead_letters is not None
                 and delivery.queue and _retries_exhausted(task, request)):
             await self.canvas_step(delivery.dead_letters.copy(

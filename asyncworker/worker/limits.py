@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -70,6 +71,15 @@ class TokenBucket:
             await asyncio.sleep(start - now)
 
 
+_NO_CAP = contextlib.nullcontext()
+
+
+@contextlib.asynccontextmanager
+async def _both(first: asyncio.Semaphore, second: asyncio.Semaphore) -> AsyncIterator[None]:
+    async with first, second:
+        yield
+
+
 class Limits:
     """All throttles of one worker."""
 
@@ -115,17 +125,15 @@ class Limits:
             if wait_us > 0:
                 await asyncio.sleep(int(wait_us) / 1_000_000)
 
-    @contextlib.asynccontextmanager
-    async def caps(self, task_name: str, queue: str | None) -> AsyncIterator[None]:
+    def caps(self, task_name: str, queue: str | None) -> AbstractAsyncContextManager[Any]:
         """Hold the task's and the queue's concurrency caps, when configured."""
-        async with contextlib.AsyncExitStack() as stack:
-            task_cap = self._task_caps.get(task_name)
-            if task_cap is not None:
-                await stack.enter_async_context(task_cap)
-            queue_cap = self._queue_caps.get(queue or "")
-            if queue_cap is not None:
-                await stack.enter_async_context(queue_cap)
-            yield
+        held = [cap for cap in (self._task_caps.get(task_name),
+                                self._queue_caps.get(queue or "")) if cap is not None]
+        if not held:
+            return _NO_CAP  # the common case costs nothing per task
+        if len(held) == 1:
+            return held[0]
+        return _both(held[0], held[1])
 
     async def close(self) -> None:
         """Disconnect from Redis."""
