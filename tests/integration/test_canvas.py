@@ -120,3 +120,31 @@ def test_builtins_starmap_map_chunks(client: Any) -> None:
     pairs = list(zip(range(6), range(6), strict=True))
     chunked = chunks(s(client, "add_async"), pairs, 2, app=client)
     assert result_of(chunked.apply_async(), 30) == [[0, 2], [4, 6], [8, 10]]
+
+
+def test_group_result_save_and_restore(client: Any) -> None:
+    """GroupResult save/restore in celery_tasksetmeta (tables asyncworker created) / Redis."""
+    from celery.result import GroupResult
+
+    result = group(s(client, "add_async", i, 1) for i in range(4)).apply_async()
+    result.save()
+    restored = GroupResult.restore(result.id, app=client)
+    assert restored is not None and [r.id for r in restored.results] == [
+        r.id for r in result.results]
+    assert result_of(restored, 30) == [1, 2, 3, 4]
+
+
+def test_builtin_tasks_sent_by_name(client: Any) -> None:
+    group_id, ids = str(uuid.uuid4()), [str(uuid.uuid4()) for _ in range(2)]
+    tasks = [dict(s(client, "add_async", i, 10, task_id=tid)) for i, tid in enumerate(ids)]
+    client.send_task("celery.group", [tasks], {"group_id": group_id})
+    assert [result_of(client.AsyncResult(tid)) for tid in ids] == [10, 11]
+
+    body_id = str(uuid.uuid4())
+    header = [dict(s(client, "add_async", 1, 1)), dict(s(client, "add_async", 2, 2))]
+    body = dict(s(client, "tsum", task_id=body_id))
+    client.send_task("celery.chord", [header, body])
+    assert result_of(client.AsyncResult(body_id)) == 6
+
+    assert result_of(client.send_task("celery.accumulate", [1, 2, 3], {"index": 1})) == 2
+    assert result_of(client.send_task("celery.accumulate", [1, 2])) == [1, 2]

@@ -184,3 +184,19 @@ def test_pickle_results_for_old_readers(celery_app: Any, start_worker: Any, queu
         cur.execute("SELECT result FROM celery_taskmeta WHERE task_id = %s", (ok.id,))
         assert pickle.loads(bytes(cur.fetchone()[0])) == {"args": [Decimal("1.5")], "kwargs": {}}
     assert any("results are pickled" in line.get("event", "") for line in worker.lines())
+
+
+def test_backend_cleanup_deletes_only_expired_rows(celery_app: Any, start_worker: Any,
+                                                   queue_name: str, pg: Any) -> None:
+    start_worker("-Q", queue_name, "-c", "2", result_expires=3600)
+    old_id = f"old-{uuid.uuid4()}"
+    with pg.cursor() as cur:
+        cur.execute("INSERT INTO celery_taskmeta (id, task_id, status, date_done) VALUES "
+                    "(nextval('task_id_sequence'), %s, 'SUCCESS', "
+                    "(now() AT TIME ZONE 'utc') - interval '2 hours')", (old_id,))
+    fresh = celery_app.send_task("compat.add_async", [1, 1], queue=queue_name)
+    assert fresh.get(timeout=30) == 2
+    deleted = celery_app.send_task("celery.backend_cleanup", queue=queue_name).get(timeout=30)
+    assert deleted >= 1
+    rows = task_rows(pg, [old_id, fresh.id])
+    assert old_id not in rows and fresh.id in rows
