@@ -63,6 +63,17 @@ class Qos:
                 self.applied = value
 
 
+class Running:
+    """A task executing here: its request, its handler, and an event set when done."""
+
+    __slots__ = ("done", "handler", "request")
+
+    def __init__(self, request: Request, handler: asyncio.Task[None]) -> None:
+        self.request = request
+        self.handler = handler
+        self.done = asyncio.Event()
+
+
 def build_request(msg: protocol.TaskMessage, task: Task, message: AbstractIncomingMessage,
                   hostname: str) -> Request:
     """The ``self.request`` of a decoded message; the header's ignore_result wins."""
@@ -119,9 +130,9 @@ class Consumer:
         self.handlers: set[asyncio.Task[None]] = set()
         self.waiting: set[asyncio.Task[None]] = set()
         self.running: set[asyncio.Task[None]] = set()
-        # Task ids executing here, each with an event set when it is done.
-        self.active: dict[str, asyncio.Event] = {}
-        self.running_requests: dict[str, tuple[Request, asyncio.Task[None]]] = {}
+        # Tasks executing here, by id (to terminate them, and to hold back
+        # redelivered copies while they run).
+        self.active: dict[str, Running] = {}
         self.revoked = RevokedSet()
         self.stopping = False
 
@@ -220,15 +231,13 @@ class Consumer:
                     return
                 self.waiting.discard(current)
                 self.running.add(current)
-                done = self.active[request.id] = asyncio.Event()
-                self.running_requests[request.id] = (request, current)
+                running = self.active[request.id] = Running(request, current)
                 try:
                     await self.executor.execute(task, request, delivery)
                 finally:
-                    done.set()
-                    if self.active.get(request.id) is done:
+                    running.done.set()
+                    if self.active.get(request.id) is running:
                         del self.active[request.id]
-                        del self.running_requests[request.id]
         except asyncio.CancelledError:
             # Not started yet (warm shutdown): hand the message back to the broker.
             if current in self.waiting and not delivery.settled:
@@ -285,11 +294,10 @@ class Consumer:
         terminated = []
         if terminate:
             for task_id in task_ids:
-                running = self.running_requests.get(task_id)
+                running = self.active.get(task_id)
                 if running is not None:
-                    request, handler = running
-                    request.terminated = True
-                    handler.cancel()
+                    running.request.terminated = True
+                    running.handler.cancel()
                     terminated.append(task_id)
         return terminated
 
@@ -314,7 +322,7 @@ class Consumer:
             # again. Let the first run finish instead of starting a second one.
             log.info("redelivered task is still running here; waiting for it",
                      task_id=request.id)
-            await running_here.wait()
+            await running_here.done.wait()
             await delivery.ack(request.id)
             return True
         if self.backend is not None:
