@@ -148,3 +148,9 @@ def test_builtin_tasks_sent_by_name(client: Any) -> None:
 
     assert result_of(client.send_task("celery.accumulate", [1, 2, 3], {"index": 1})) == 2
     assert result_of(client.send_task("celery.accumulate", [1, 2])) == [1, 2]
+
+
+def test_chain_continues_after_a_retried_step(client: Any) -> None:
+    """A retry keeps the embedded chain: the next step runs after the retried one."""
+    result = chain(s(client, "retry_then_succeed", 1), s(client, "echo")).apply_async()
+    assert result_of(result, 30) == {"args": [{"retries": 1, "trace": None}], "kwargs": {}}
