@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-from collections.abc import Callable
+import types
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, overload
 
@@ -19,6 +21,8 @@ from .canvas import Canvas
 from .result import AsyncResult as ResultHandle
 from .settings import Settings
 from .task import Task, build_task
+
+Lifespan = Callable[["App"], AsyncIterator[None]]
 
 
 class App:
@@ -43,6 +47,9 @@ class App:
         self._owns_connections = True
         self._lock = asyncio.Lock()
         self.canvas = Canvas(self)
+        #: Shared resources for tasks (clients, pools), set up by lifespan hooks.
+        self.state = types.SimpleNamespace()
+        self._lifespans: list[Lifespan] = []
         register_builtins(self)
 
     # -- settings ---------------------------------------------------------
@@ -95,6 +102,33 @@ class App:
             return task
 
         return register(fn) if fn is not None else register
+
+    # -- lifespan -----------------------------------------------------------
+    def lifespan(self, fn: Lifespan) -> Lifespan:
+        """Register an async generator that sets up shared resources for tasks.
+
+        The code before its ``yield`` runs when the worker starts, before the
+        first message is consumed; the code after it runs at shutdown, once the
+        tasks have finished. Store what tasks need on ``app.state``::
+
+            @app.lifespan
+            async def http_client(app):
+                async with httpx.AsyncClient() as client:
+                    app.state.http = client
+                    yield
+
+        Several hooks run in registration order and close in reverse.
+        """
+        self._lifespans.append(fn)
+        return fn
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Enter every lifespan hook (the worker wraps its run in this)."""
+        async with contextlib.AsyncExitStack() as stack:
+            for hook in self._lifespans:
+                await stack.enter_async_context(contextlib.asynccontextmanager(hook)(self))
+            yield
 
     # -- connections ------------------------------------------------------
     def use_connections(self, broker: AmqpBroker, backend: ResultBackend | None) -> None:

@@ -109,6 +109,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ImproperlyConfigured as exc:
             get_logger("cli").error("configuration error", error=str(exc))
             return 2
+        except Exception as exc:
+            get_logger("cli").exception("worker stopped on an error", error=repr(exc))
+            return 1
         return 0
     if args.command == "dlq":
         configure_logging("WARNING", "auto")

@@ -94,27 +94,31 @@ class Worker:
                             s.task_dead_letter_on_failure)
         consumer = self.consumer = Consumer(self.app, s, broker, backend, executor, self.hooks)
         queues = self.app.topology.consume_from(s.worker_queues or None)
-        await consumer.load_revoked()
-        mailbox = Mailbox(broker, s.worker_nodename)
-        mailbox.register("ping", _ping)
-        mailbox.register("revoke", functools.partial(_revoke, consumer))
-        await mailbox.start()
-        await consumer.start(queues)
-        log.info("worker ready", nodename=s.worker_nodename, concurrency=s.worker_concurrency,
-                 prefetch=s.prefetch_count(), queues=[q.name for q in queues],
-                 tasks=sorted(self.app.tasks), backend=backend.describe() if backend else None)
-        self.hooks.worker_ready(self)
         try:
-            await self._stop.wait()
-            self.hooks.worker_stopping(self, cold=self._cold.is_set())
-            await consumer.stop_consuming()
-            if not self._cold.is_set():
-                finished = await self._drain(consumer)
-                if not finished:
-                    log.warning("tasks still running; cold shutdown",
-                                running=len(consumer.running))
-            await consumer.cancel_running()
-            await consumer.limits.close()
+            # Lifespan hooks: shared resources exist before the first task and
+            # are closed only after the last one has finished.
+            async with self.app.running():
+                await consumer.load_revoked()
+                mailbox = Mailbox(broker, s.worker_nodename)
+                mailbox.register("ping", _ping)
+                mailbox.register("revoke", functools.partial(_revoke, consumer))
+                await mailbox.start()
+                await consumer.start(queues)
+                log.info("worker ready", nodename=s.worker_nodename,
+                         concurrency=s.worker_concurrency, prefetch=s.prefetch_count(),
+                         queues=[q.name for q in queues], tasks=sorted(self.app.tasks),
+                         backend=backend.describe() if backend else None)
+                self.hooks.worker_ready(self)
+                await self._stop.wait()
+                self.hooks.worker_stopping(self, cold=self._cold.is_set())
+                await consumer.stop_consuming()
+                if not self._cold.is_set():
+                    finished = await self._drain(consumer)
+                    if not finished:
+                        log.warning("tasks still running; cold shutdown",
+                                    running=len(consumer.running))
+                await consumer.cancel_running()
+                await consumer.limits.close()
         finally:
             if backend is not None:
                 await backend.close()

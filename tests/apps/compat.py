@@ -320,3 +320,27 @@ async def always_fails(self: Task, key: str) -> int:
     if runs <= 2:
         raise RuntimeError(f"run {runs} failed")
     return runs
+
+
+@app.lifespan
+async def shared_client(app_: App) -> Any:
+    """A resource opened once per worker; tests see it open in tasks and closed at exit."""
+    client = aioredis.from_url(os.environ["ASYNCWORKER_TEST_REDIS_URL"])
+    app_.state.shared = client
+    app_.state.opened_at = time.time()
+    if os.environ.get("COMPAT_FAIL_STARTUP"):
+        raise RuntimeError("startup refused by the test")
+    try:
+        yield
+    finally:
+        marker = os.environ.get("COMPAT_LIFESPAN_MARKER")
+        if marker:
+            await client.set(marker, "closed")
+        await client.aclose()
+
+
+@app.task(name="compat.uses_state", bind=True)
+async def uses_state(self: Task, key: str) -> float:
+    """Uses the worker's shared client from app.state."""
+    await self.app.state.shared.set(key, "from task")
+    return float(self.app.state.opened_at)
