@@ -244,6 +244,13 @@ class Executor:
 
     async def _on_retry(self, task: Task, request: Request, delivery: Delivery,
                         retry: Retry) -> None:
+        reason = retry.exc if retry.exc is not None else retry
+        einfo = format_traceback(reason)
+        # RETRY is stored before the new message exists: the next attempt (maybe
+        # due at once) must not have its state overwritten by this one's.
+        if not request.ignore_result or task.option("store_errors_even_if_ignored"):
+            await self.store(TaskOutcome(request.id, states.RETRY, exception_to_meta(reason),
+                                         einfo, request))
         message = retry_message(request, retry)
         exchange, routing_key = retry_route(request)
         try:
@@ -252,13 +259,8 @@ class Executor:
             # Could not schedule the retry: fail the task rather than lose it silently.
             await self._on_failure(task, request, delivery, publish_error, 0.0)
             return
-        reason = retry.exc if retry.exc is not None else retry
-        einfo = format_traceback(reason)
         await self._hook(task.on_retry, request, reason, request.id, request.args,
                          request.kwargs, einfo)
-        if not request.ignore_result or task.option("store_errors_even_if_ignored"):
-            await self.store(TaskOutcome(request.id, states.RETRY, exception_to_meta(reason),
-                                         einfo, request))
         await delivery.ack(request.id)
         self.hooks.task_retried(request, reason, retry.when)
 

@@ -126,3 +126,17 @@ def test_thread_task_limits(celery_app: Any, start_worker: Any, queue_name: str)
     assert busy.get(timeout=30) == "interrupted"
     with pytest.raises(TimeLimitExceeded):
         blocking.get(timeout=30)
+
+
+def test_immediate_retries_end_in_failure_not_retry(celery_app: Any, start_worker: Any,
+                                                    queue_name: str, pg: Any) -> None:
+    """With countdown 0 the next attempt may finish before this one's bookkeeping;
+    the final state must still be the last attempt's FAILURE."""
+    start_worker("-Q", queue_name, "-c", "20")
+    results = [celery_app.send_task("compat.retry_at_once", queue=queue_name)
+               for _ in range(20)]
+    for result in results:
+        with pytest.raises(LookupError, match="attempt 5"):
+            result.get(timeout=30)
+    rows = task_rows(pg, [r.id for r in results])
+    assert {row["status"] for row in rows.values()} == {"FAILURE"}
