@@ -93,6 +93,25 @@ class Settings:
     worker_log_level: str = "INFO"
     worker_log_format: str = "auto"
 
+    # The vision pipeline tasks: S3 storage and an OpenAI-compatible API.
+    # Credentials left unset fall back to the usual AWS / OPENAI_API_KEY sources.
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+    s3_bucket: str = "growbin-images"
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = None
+    s3_connect_timeout: float = 5.0
+    s3_read_timeout: float = 30.0
+    s3_max_attempts: int = 3
+    gpt_base_url: str = "https://api.openai.com/v1"
+    gpt_api_key: str | None = None
+    gpt_model: str = "gpt-5"
+    gpt_connect_timeout: float = 5.0
+    gpt_timeout: float = 60.0
+    gpt_max_retries: int = 5
+    gpt_retry_backoff_max: float = 60.0
+    gpt_image_mode: str = "data_url"
+
     @classmethod
     def field_names(cls) -> list[str]:
         """All setting names."""

@@ -175,6 +175,10 @@ class Topology:
             queue = self.settings.task_default_queue
         spec = self.queue(queue) if queue else None
         if spec is not None:
+            # Like Celery: a queue behind a direct exchange is published to through the
+            # default exchange, keyed by the queue's name, unless both are given.
+            if (not exchange or not routing_key) and spec.exchange.type == "direct":
+                return Route("", spec.name, spec)
             exchange = spec.exchange.name if exchange is None else exchange
             routing_key = spec.routing_key if routing_key is None else routing_key
         return Route(exchange or "", routing_key or "", spec)

@@ -29,15 +29,23 @@ def test_quorum_default_queue() -> None:
 
 def test_routes_globs_and_explicit_queue() -> None:
     settings = Settings(
-        task_queues={"vision": {"exchange": "growbin", "routing_key": "vision.analyze"}},
-        task_routes={"workers.ai.*": {"queue": "vision"}, "re:^x\\.": "celery"},
+        task_queues={"vision": {"exchange": "growbin", "routing_key": "vision.analyze"},
+                     "events": {"exchange": "fanout_x", "exchange_type": "topic",
+                                "routing_key": "ev.#"}},
+        task_routes={"workers.ai.*": {"queue": "vision"}, "re:^x\\.": "celery",
+                     "ev.*": {"queue": "events"}},
     )
     topo = Topology(settings)
+    # Celery publishes to a queue behind a direct exchange through the default
+    # exchange, keyed by the queue name (seen with a real Celery 5.7 client).
     route = topo.route("workers.ai.tasks.gpt5_analysis_task")
-    assert (route.exchange, route.routing_key) == ("growbin", "vision.analyze")
-    assert topo.route("x.y").exchange == "celery"
-    assert topo.route("other").routing_key == "celery"
-    assert topo.route("any", queue="vision").routing_key == "vision.analyze"
+    assert (route.exchange, route.routing_key) == ("", "vision")
+    assert (topo.route("x.y").exchange, topo.route("x.y").routing_key) == ("", "celery")
+    assert topo.route("any", queue="vision").routing_key == "vision"
+    explicit = topo.route("any", queue="vision", exchange="growbin", routing_key="vision.analyze")
+    assert (explicit.exchange, explicit.routing_key) == ("growbin", "vision.analyze")
+    topic = topo.route("ev.x")
+    assert (topic.exchange, topic.routing_key) == ("fanout_x", "ev.#")
     assert topo.route("any", exchange="", routing_key="q") == topo.route(
         "any", exchange="", routing_key="q")
 

@@ -1,0 +1,100 @@
+"""The vision pipeline's steps, on clients shared by every task of a worker."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..settings import Settings
+from . import s3
+from .gpt import ChatClient, build_http_client
+
+if TYPE_CHECKING:
+    from ..app import App
+
+IMAGE_MODES = ("data_url", "presigned_url")
+
+
+@dataclass(slots=True)
+class VisionClients:
+    """One S3 client and one model client, opened at worker start-up."""
+
+    s3: Any
+    gpt: ChatClient
+    bucket: str
+    image_mode: str = "data_url"
+
+
+@contextlib.asynccontextmanager
+async def open_clients(settings: Settings,
+                       pool_size: int | None = None) -> AsyncIterator[VisionClients]:
+    """Open the clients with connection pools sized to the worker's concurrency."""
+    import aioboto3
+
+    if settings.gpt_image_mode not in IMAGE_MODES:
+        raise ValueError(f"gpt_image_mode must be one of {IMAGE_MODES}, "
+                         f"not {settings.gpt_image_mode!r}")
+    size = max(pool_size or settings.worker_concurrency, 1)
+    session = aioboto3.Session()
+    async with (session.client("s3", **s3.client_options(settings, size)) as s3_client,
+                build_http_client(settings, size) as http):
+        yield VisionClients(s3_client, ChatClient(http, settings.gpt_model),
+                            settings.s3_bucket, settings.gpt_image_mode)
+
+
+def install(app: App) -> None:
+    """Give ``app`` a lifespan hook that puts :class:`VisionClients` on ``app.state.vision``."""
+
+    async def vision_clients(app_: App) -> AsyncIterator[None]:
+        async with open_clients(app_.settings) as clients:
+            app_.state.vision = clients
+            yield
+
+    app.lifespan(vision_clients)
+
+
+def clients_of(app: App) -> VisionClients:
+    """The clients the lifespan hook opened (a clear error outside a worker)."""
+    clients: VisionClients | None = getattr(app.state, "vision", None)
+    if clients is None:
+        raise RuntimeError("the vision clients are not open: run the task in a worker "
+                           "(or inside `async with app.running()`)")
+    return clients
+
+
+async def upload_image(clients: VisionClients, image_path: str, key_prefix: str) -> str:
+    """Upload a local image file; returns its ``s3://`` path."""
+    source = Path(image_path)
+    data = await asyncio.to_thread(source.read_bytes)
+    target = s3.S3Path(clients.bucket, f"{key_prefix.strip('/')}/{source.name}")
+    await s3.put_bytes(clients.s3, target, data, s3.content_type_for(source.name))
+    return str(target)
+
+
+async def analyse_image(clients: VisionClients, s3_path: str, analysis_key: str,
+                        question: str | None = None) -> dict[str, Any]:
+    """Classify the image at ``s3_path`` and store the analysis as JSON next to it."""
+    source = s3.S3Path.parse(s3_path)
+    if clients.image_mode == "presigned_url":
+        # Check it exists first: a presigned URL to nothing would fail inside the model API.
+        await s3.ensure_exists(clients.s3, source)
+        image_url = await s3.presigned_get_url(clients.s3, source)
+    else:
+        data, content_type = await s3.get_bytes(clients.s3, source)
+        image_url = f"data:{content_type};base64,{base64.b64encode(data).decode()}"
+    classification = await clients.gpt.classify(image_url, question)
+    target = s3.S3Path(source.bucket, analysis_key)
+    analysis = {
+        **classification.as_dict(),
+        "model": clients.gpt.model,
+        "s3_path": str(source),
+        "analysis_path": str(target),
+    }
+    await s3.put_bytes(clients.s3, target, json.dumps(analysis).encode(), "application/json")
+    return analysis

@@ -1,0 +1,110 @@
+"""Start the loopback test servers (S3 and the fake model API) as child processes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+S3_CREDENTIALS = {"s3_access_key_id": "testing", "s3_secret_access_key": "testing"}
+
+
+@dataclass
+class Server:
+    """A running server process and its base URL."""
+
+    url: str
+    process: subprocess.Popen[str]
+
+    def stop(self) -> None:
+        """Terminate the process (and anything it started)."""
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _wait_http(url: str, process: subprocess.Popen[str], deadline: float) -> None:
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server for {url} exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError as exc:
+            # Any HTTP answer (even 404/403) means it is up.
+            if getattr(exc, "code", None):
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"server for {url} did not start")
+
+
+def start_s3(timeout: float = 30.0) -> Server:
+    """moto's S3 API in server mode on a free loopback port."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
+        start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_http(url, process, time.monotonic() + timeout)
+    except Exception:
+        Server(url, process).stop()
+        raise
+    return Server(url, process)
+
+
+def start_fake_openai(*args: str, timeout: float = 30.0) -> Server:
+    """The project's fake model API; ``args`` are its command-line options."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.fake_openai", "--port", "0", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert process.stdout is not None
+    deadline = time.monotonic() + timeout
+    line = process.stdout.readline()
+    if not line.startswith("listening on ") or time.monotonic() > deadline:
+        Server("", process).stop()
+        raise RuntimeError(f"fake model API did not start: {line!r}")
+    return Server(line.split()[-1] + "/v1", process)
+
+
+@contextlib.contextmanager
+def running(*servers: Server) -> Iterator[tuple[Server, ...]]:
+    """Stop the given servers on exit."""
+    try:
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def create_bucket(endpoint: str, bucket: str) -> None:
+    """Create ``bucket`` on the S3 server (boto3, synchronously)."""
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                          aws_access_key_id=S3_CREDENTIALS["s3_access_key_id"],
+                          aws_secret_access_key=S3_CREDENTIALS["s3_secret_access_key"])
+    with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
+        client.create_bucket(Bucket=bucket)

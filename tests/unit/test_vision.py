@@ -1,0 +1,128 @@
+"""Pure parts of the vision pipeline: answer validation, Retry-After, backoff, S3 paths."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from typing import Any
+
+import httpx
+import pytest
+
+from asyncworker.backends.base import exception_to_meta
+from asyncworker.vision.classification import (
+    CATEGORIES,
+    MalformedAnswer,
+    answer_text,
+    chat_request,
+    parse_answer,
+)
+from asyncworker.vision.gpt import GPTUnavailable, ShardedClient, parse_retry_after
+from asyncworker.vision.s3 import S3Path
+
+GOOD = {"category": "Glass", "recyclable": True, "confidence": 0.8, "notes": "Rinse it."}
+
+
+def completion(content: Any, **choice: Any) -> dict[str, Any]:
+    return {"choices": [{"message": {"role": "assistant", "content": content}, **choice}]}
+
+
+def test_valid_answer_is_normalised() -> None:
+    result = parse_answer(json.dumps(GOOD))
+    assert result.as_dict() == {**GOOD, "category": "glass"}
+    fenced = parse_answer("```json\n" + json.dumps(GOOD) + "\n```")
+    assert fenced == result
+
+
+@pytest.mark.parametrize(("answer", "reason"), [
+    ("a glass bottle", "not JSON"),
+    ("[1, 2]", "not a JSON object"),
+    (json.dumps({**GOOD, "category": "wood"}), "unknown category"),
+    (json.dumps({k: v for k, v in GOOD.items() if k != "notes"}), "missing keys"),
+    (json.dumps({**GOOD, "recyclable": "yes"}), "recyclable"),
+    (json.dumps({**GOOD, "confidence": 1.5}), "confidence"),
+    (json.dumps({**GOOD, "confidence": True}), "confidence"),
+    (json.dumps({**GOOD, "notes": None}), "notes"),
+])
+def test_invalid_answers_carry_the_raw_text(answer: str, reason: str) -> None:
+    with pytest.raises(MalformedAnswer) as info:
+        parse_answer(answer)
+    assert reason in info.value.reason
+    assert info.value.raw == answer and answer in str(info.value)
+
+
+def test_completion_shapes() -> None:
+    assert answer_text(completion("x")) == "x"
+    with pytest.raises(MalformedAnswer, match="refused"):
+        answer_text({"choices": [{"message": {"content": None, "refusal": "no"}}]})
+    with pytest.raises(MalformedAnswer, match="cut off"):
+        answer_text(completion('{"categ', finish_reason="length"))
+    with pytest.raises(MalformedAnswer, match="no choices"):
+        answer_text({"error": "?"})
+    with pytest.raises(MalformedAnswer, match="no choices"):
+        answer_text("<html>bad gateway</html>")
+
+
+def test_malformed_answer_survives_celery_style_rebuild() -> None:
+    exc = MalformedAnswer("not JSON", "I see a bottle")
+    meta = exception_to_meta(exc)
+    rebuilt = MalformedAnswer(*meta["exc_message"])  # what a Celery client does
+    assert str(rebuilt) == str(exc) and "I see a bottle" in str(rebuilt)
+
+
+def test_request_asks_for_json_with_the_image() -> None:
+    body = chat_request("gpt-5", "data:image/png;base64,AA")
+    assert body["model"] == "gpt-5"
+    assert body["response_format"]["type"] == "json_schema"
+    schema = body["response_format"]["json_schema"]["schema"]
+    assert schema["properties"]["category"]["enum"] == list(CATEGORIES)
+    parts = body["messages"][1]["content"]
+    assert {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}} in parts
+
+
+def test_retry_after_forms() -> None:
+    assert parse_retry_after(httpx.Headers({"retry-after": "7"})) == 7.0
+    assert parse_retry_after(httpx.Headers({"retry-after-ms": "250", "retry-after": "9"})) == 0.25
+    when = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+    assert 25 <= (parse_retry_after(httpx.Headers({"retry-after": when})) or 0) <= 30
+    assert parse_retry_after(httpx.Headers({"retry-after": "soon"})) is None
+    assert parse_retry_after(httpx.Headers()) is None
+
+
+def test_backoff_honours_retry_after_and_caps() -> None:
+    assert GPTUnavailable("429", 429, retry_after=3).delay(attempt=5, cap=1) == 3
+    assert GPTUnavailable("429", 429, retry_after=10_000).delay(0, 60) == 600
+    for attempt, ceiling in ((0, 1), (1, 2), (3, 8), (10, 60)):
+        delays = [GPTUnavailable("503", 503).delay(attempt, cap=60) for _ in range(200)]
+        assert all(ceiling / 2 <= d <= ceiling for d in delays)
+        assert len(set(delays)) > 1  # jittered
+
+
+def test_s3_paths() -> None:
+    path = S3Path.parse("s3://bucket/images/a b.png")
+    assert (path.bucket, path.key, str(path)) == ("bucket", "images/a b.png",
+                                                  "s3://bucket/images/a b.png")
+    for bad in ("bucket/key", "s3://bucket", "s3:///key", "https://x/y"):
+        with pytest.raises(ValueError):
+            S3Path.parse(bad)
+
+
+async def test_sharded_client_spreads_requests() -> None:
+    release = asyncio.Event()
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        await release.wait()
+        return httpx.Response(200, json={})
+
+    client = ShardedClient(16, base_url="http://model.test/",
+                           transport=httpx.MockTransport(handler))
+    assert len(client.shards) == 2
+    tasks = [asyncio.create_task(client.post("chat")) for _ in range(10)]
+    await asyncio.sleep(0)
+    assert client._busy == [5, 5]
+    release.set()
+    assert [r.status_code for r in await asyncio.gather(*tasks)] == [200] * 10
+    assert client._busy == [0, 0]
+    await client.aclose()
