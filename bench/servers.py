@@ -1,4 +1,9 @@
-"""Start the loopback test servers (S3 and the fake model API) as child processes."""
+"""Start the loopback test servers (S3 and the fake model API) as child processes.
+
+``python -m bench.servers ENV_FILE [BUCKET]`` starts both for the demo, writes
+the worker's ``ASYNCWORKER_*`` settings for them to ``ENV_FILE`` and runs until
+terminated.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -99,6 +105,26 @@ def running(*servers: Server) -> Iterator[tuple[Server, ...]]:
             server.stop()
 
 
+def serve_for_demo(env_file: str, bucket: str) -> None:
+    """Start both servers, write the worker's settings to ``env_file``, run until killed."""
+    s3 = start_s3()
+    gpt = start_fake_openai("--latency", "uniform:0.5:1.5")
+    with running(s3, gpt):
+        create_bucket(s3.url, bucket)
+        settings = {"S3_ENDPOINT_URL": s3.url, "S3_BUCKET": bucket,
+                    "S3_ACCESS_KEY_ID": S3_CREDENTIALS["s3_access_key_id"],
+                    "S3_SECRET_ACCESS_KEY": S3_CREDENTIALS["s3_secret_access_key"],
+                    "GPT_BASE_URL": gpt.url, "GPT_API_KEY": "sk-local-demo"}
+        partial = env_file + ".part"
+        with open(partial, "w") as out:
+            out.writelines(f"ASYNCWORKER_{k}={v}\n" for k, v in settings.items())
+        os.replace(partial, env_file)
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        with contextlib.suppress(KeyboardInterrupt):
+            stop.wait()
+
+
 def create_bucket(endpoint: str, bucket: str) -> None:
     """Create ``bucket`` on the S3 server (boto3, synchronously)."""
     import boto3
@@ -108,3 +134,7 @@ def create_bucket(endpoint: str, bucket: str) -> None:
                           aws_secret_access_key=S3_CREDENTIALS["s3_secret_access_key"])
     with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
         client.create_bucket(Bucket=bucket)
+
+
+if __name__ == "__main__":
+    serve_for_demo(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "growbin-images")

@@ -6,6 +6,7 @@ Celery twin build the same request and accept the same answers.
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import re
@@ -63,6 +64,18 @@ class Classification:
     def as_dict(self) -> dict[str, Any]:
         """The JSON-ready form stored in S3 and returned to the client."""
         return asdict(self)
+
+
+def data_url(image: bytes, content_type: str) -> str:
+    """The image inline, as the ``image_url`` of a chat message."""
+    return f"data:{content_type};base64,{base64.b64encode(image).decode()}"
+
+
+def analysis_record(classification: Classification, model: str, source: str,
+                    target: str) -> dict[str, Any]:
+    """What the analysis task stores in S3 and returns."""
+    return {**classification.as_dict(), "model": model, "s3_path": source,
+            "analysis_path": target}
 
 
 def chat_request(model: str, image_url: str, question: str | None = None) -> dict[str, Any]:

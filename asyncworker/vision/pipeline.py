@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 from collections.abc import AsyncIterator
@@ -13,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..settings import Settings
 from . import s3
+from .classification import analysis_record, data_url
 from .gpt import ChatClient, build_http_client
 
 if TYPE_CHECKING:
@@ -86,15 +86,9 @@ async def analyse_image(clients: VisionClients, s3_path: str, analysis_key: str,
         await s3.ensure_exists(clients.s3, source)
         image_url = await s3.presigned_get_url(clients.s3, source)
     else:
-        data, content_type = await s3.get_bytes(clients.s3, source)
-        image_url = f"data:{content_type};base64,{base64.b64encode(data).decode()}"
+        image_url = data_url(*await s3.get_bytes(clients.s3, source))
     classification = await clients.gpt.classify(image_url, question)
     target = s3.S3Path(source.bucket, analysis_key)
-    analysis = {
-        **classification.as_dict(),
-        "model": clients.gpt.model,
-        "s3_path": str(source),
-        "analysis_path": str(target),
-    }
+    analysis = analysis_record(classification, clients.gpt.model, str(source), str(target))
     await s3.put_bytes(clients.s3, target, json.dumps(analysis).encode(), "application/json")
     return analysis

@@ -1,0 +1,448 @@
+"""asyncworker against Celery's pools, side by side on one queue.
+
+    python -m bench            # full run, ~15 minutes; results in bench/results/
+    python -m bench --quick    # a smaller run, under 3 minutes
+
+Every run uses the same RabbitMQ queue (``bench``), the same PostgreSQL
+``celery_taskmeta`` (database ``asyncworker_bench``) and tasks published by a
+real Celery client. A run has two phases:
+
+1. Throughput: the queue is filled first, then the worker starts; tasks per
+   second are counted from the first result row to the last (or to the end of
+   the time budget), so start-up and publishing cost nothing.
+2. Latency: the backlog is dropped, then tasks are published at half the
+   measured throughput and each one's publish → ``date_done`` time is recorded.
+
+Peak RSS is summed over the worker's whole process tree, sampled every 100 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+
+from . import floors, report, servers
+from .measure import TreeSampler, wait_until
+
+REPO = Path(__file__).resolve().parents[1]
+BROKER = os.environ.get("BENCH_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
+DSN = os.environ.get("BENCH_DSN",
+                     "postgresql://asyncworker:asyncworker@127.0.0.1:5432/asyncworker_bench")
+QUEUE = "bench"
+BUCKET = "bench-images"
+GPT_LATENCY = "lognormal:1.0:0.2"  # median 1 s, as a vision model call takes
+
+
+@dataclass(frozen=True)
+class Config:
+    """One worker set-up."""
+
+    label: str
+    kind: str  # "asyncworker" or "celery"
+    concurrency: int
+    pool: str = ""
+    tuned: bool = False
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What each task does, and the asyncworker concurrency it runs at."""
+
+    name: str
+    task: str
+    service_time: float | None  # seconds of waiting per task, for Little's law
+    concurrency: int
+    budget: float  # seconds of throughput phase
+
+
+@dataclass
+class Result:
+    """Figures of one (config, workload) run."""
+
+    config: str
+    kind: str
+    workload: str
+    concurrency: int
+    tasks_published: int = 0
+    tasks_done: int = 0
+    throughput: float = 0.0
+    littles_law_ideal: float | None = None
+    latency_rate: float = 0.0
+    latency_p50_ms: float | None = None
+    latency_p95_ms: float | None = None
+    latency_p99_ms: float | None = None
+    peak_rss_mb: float = 0.0
+    cpu_s: float = 0.0
+    cpu_ms_per_task: float | None = None
+    errors: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def configs_for(workload: Workload, quick: bool) -> list[Config]:
+    """The configurations each workload is run with."""
+    c = workload.concurrency
+    out = [Config(f"asyncworker -c {c}", "asyncworker", c),
+           Config("prefork -c 2", "celery", 2, "prefork")]
+    if not quick:
+        out += [Config("prefork -c 8", "celery", 8, "prefork"),
+                Config("prefork -c 32", "celery", 32, "prefork"),
+                Config(f"gevent -c {c}", "celery", c, "gevent"),
+                Config(f"gevent -c {c} tuned", "celery", c, "gevent", tuned=True)]
+    out.append(Config("threads -c 100", "celery", 100, "threads"))
+    return out
+
+
+def workloads(quick: bool) -> list[Workload]:
+    """sleep, vision and noop, with their asyncworker concurrency."""
+    budget = 4.0 if quick else 12.0
+    return [
+        Workload("sleep", "bench.sleep", 0.1, 1000, budget),
+        # 200: moto's S3 server does ~340 requests/s, two per task, so more would queue there.
+        Workload("vision", "bench.vision", 1.02, 200, budget * 1.5),
+        Workload("noop", "bench.noop", None, 100, budget),
+    ]
+
+
+class Bench:
+    """Runs configurations one after another and collects their results."""
+
+    def __init__(self, quick: bool, scale: float, progress: bool, log_path: Path) -> None:
+        from celery import Celery
+
+        self.quick = quick
+        self.scale = scale
+        self.progress = progress
+        self.log_path = log_path
+        self.client = Celery("bench-client", broker=BROKER,
+                             backend="db+postgresql+psycopg2://" + DSN.split("://", 1)[1])
+        self.client.conf.update(task_default_queue=QUEUE,
+                                broker_connection_retry_on_startup=True)
+        self.db = psycopg2.connect(DSN)
+        self.db.autocommit = True
+        self.images: list[str] = []
+        self.s3: servers.Server | None = None
+        self.gpt: servers.Server | None = None
+
+    # -- helpers -----------------------------------------------------------
+    def _sql(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        with self.db.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.fetchall() if cur.description else []
+
+    def _reset(self) -> None:
+        """An empty queue and an empty celery_taskmeta before each run."""
+        with self.client.connection_for_write() as conn:
+            channel = conn.default_channel
+            channel.queue_declare(QUEUE, durable=True, auto_delete=False)
+            channel.queue_purge(QUEUE)
+        if self._sql("SELECT to_regclass('celery_taskmeta')")[0][0]:
+            self._sql("TRUNCATE celery_taskmeta")
+
+    def _done(self) -> int:
+        if not self._sql("SELECT to_regclass('celery_taskmeta')")[0][0]:
+            return 0
+        return int(self._sql("SELECT count(*) FROM celery_taskmeta")[0][0])
+
+    def _failures(self) -> int:
+        return int(self._sql(
+            "SELECT count(*) FROM celery_taskmeta WHERE status <> 'SUCCESS'")[0][0])
+
+    def _args(self, workload: Workload, i: int) -> list[Any]:
+        return [self.images[i % len(self.images)]] if workload.name == "vision" else []
+
+    def _publish(self, workload: Workload, count: int,
+                 rate: float | None = None) -> dict[str, float]:
+        """Publish ``count`` tasks (paced at ``rate`` per second); returns id → publish time."""
+        sent: dict[str, float] = {}
+        started = time.monotonic()
+        with self.client.producer_or_acquire() as producer:
+            for i in range(count):
+                if rate:
+                    delay = started + i / rate - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
+                stamp = time.time()
+                result = self.client.send_task(workload.task, self._args(workload, i),
+                                               queue=QUEUE, producer=producer)
+                sent[result.id] = stamp
+        return sent
+
+    def _env(self, config: Config) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("ASYNCWORKER_", "BENCH_"))}
+        env.update(PYTHONUNBUFFERED="1", BENCH_BROKER_URL=BROKER,
+                   BENCH_RESULT_BACKEND="db+postgresql+psycopg2://" + DSN.split("://", 1)[1],
+                   BENCH_CONCURRENCY=str(config.concurrency), BENCH_GPT_MODEL="gpt-5-bench",
+                   ASYNCWORKER_BROKER_URL=BROKER, ASYNCWORKER_RESULT_BACKEND=DSN,
+                   ASYNCWORKER_WORKER_LOG_LEVEL="WARNING", ASYNCWORKER_WORKER_LOG_FORMAT="json",
+                   ASYNCWORKER_GPT_MODEL="gpt-5-bench", ASYNCWORKER_S3_BUCKET=BUCKET,
+                   ASYNCWORKER_S3_ACCESS_KEY_ID="testing",
+                   ASYNCWORKER_S3_SECRET_ACCESS_KEY="testing")
+        if self.s3 is not None and self.gpt is not None:
+            env.update(BENCH_S3_URL=self.s3.url, BENCH_GPT_URL=self.gpt.url,
+                       ASYNCWORKER_S3_ENDPOINT_URL=self.s3.url,
+                       ASYNCWORKER_GPT_BASE_URL=self.gpt.url)
+        if config.tuned:
+            env["BENCH_GEVENT_TUNED"] = "1"
+        return env
+
+    def _command(self, config: Config, workload: Workload) -> list[str]:
+        vision = workload.name == "vision"
+        if config.kind == "asyncworker":
+            app = "bench.vision_app:app" if vision else "bench.apps:app"
+            return [sys.executable, "-m", "asyncworker", "worker", "-A", app, "-Q", QUEUE,
+                    "-c", str(config.concurrency), "--prefetch-multiplier", "4"]
+        app = "bench.celery_vision" if vision else "bench.celery_app"
+        return [sys.executable, "-m", "celery", "-A", app, "worker", "-P", config.pool,
+                "-c", str(config.concurrency), "-Q", QUEUE, "--prefetch-multiplier", "4",
+                "-l", "WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat"]
+
+    def _bar(self, label: str, done: int, total: int, rate: float) -> None:
+        if not self.progress:
+            return
+        width = 30
+        filled = int(width * done / total) if total else width
+        sys.stderr.write(f"\r  {label:<34} [{'#' * filled}{'.' * (width - filled)}] "
+                         f"{done:>6}/{total:<6} {rate:8.1f}/s ")
+        sys.stderr.flush()
+
+    # -- one run ---------------------------------------------------------------
+    def run_one(self, config: Config, workload: Workload) -> Result:
+        """Both phases for one configuration and workload."""
+        result = Result(config.label, config.kind, workload.name, config.concurrency)
+        if workload.service_time:
+            result.littles_law_ideal = round(config.concurrency / workload.service_time, 1)
+        budget = workload.budget * max(self.scale, 0.05)
+        estimate = result.littles_law_ideal or (4000.0 if config.kind == "asyncworker" else 800.0)
+        cap = 8000 if self.quick else 30000
+        count = max(10, min(math.ceil(estimate * budget * 1.3), cap))
+        self._reset()
+        self._publish(workload, count)
+        result.tasks_published = count
+        with self._worker(config, workload, result) as (process, sampler):
+            self._throughput(result, workload, process, sampler, count, budget)
+        if self.progress:
+            sys.stderr.write("\n")
+        if result.tasks_done:
+            # A fresh, idle worker for the latency phase: the first one's prefetched
+            # backlog went back to the queue when it stopped, and is dropped here.
+            self._reset()
+            with self._worker(config, workload, result) as (process, _sampler):
+                if wait_until(lambda: self._consumers() > 0 or process.poll() is not None, 120):
+                    self._latency(result, workload, budget)
+        return result
+
+    @contextlib.contextmanager
+    def _worker(self, config: Config, workload: Workload,
+                result: Result) -> Iterator[tuple[subprocess.Popen[bytes], TreeSampler]]:
+        """A worker process with a sampler; stopped on exit, its peak RSS kept."""
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n=== {config.label} / {workload.name}\n".encode())
+            log.flush()
+            process = subprocess.Popen(self._command(config, workload), cwd=REPO,
+                                       env=self._env(config), stdout=log,
+                                       stderr=subprocess.STDOUT, start_new_session=True)
+            sampler = TreeSampler(process.pid).start()
+            try:
+                yield process, sampler
+            finally:
+                sampler.stop()
+                result.peak_rss_mb = max(result.peak_rss_mb,
+                                         round(sampler.peak_rss / 2**20, 1))
+                self._stop(process)
+
+    def _consumers(self) -> int:
+        with self.client.connection_for_write() as conn:
+            return int(conn.default_channel.queue_declare(QUEUE, passive=True).consumer_count)
+
+    def _throughput(self, result: Result, workload: Workload, process: subprocess.Popen[bytes],
+                    sampler: TreeSampler, count: int, budget: float) -> None:
+        label = f"{result.config} / {workload.name}"
+        first_seen = wait_until(lambda: self._done() > 0 or process.poll() is not None, 120)
+        if not first_seen or process.poll() is not None:
+            result.notes.append(f"worker produced no result (exit {process.poll()})")
+            return
+        cpu_start = sampler.cpu_seconds()
+        deadline = time.monotonic() + budget
+        done = 0
+        while time.monotonic() < deadline and process.poll() is None:
+            done = self._done()
+            self._bar(label, done, count, 0.0)
+            if done >= count:
+                break
+            time.sleep(0.2)
+        cpu_used = sampler.cpu_seconds() - cpu_start
+        first, last, n = self._sql(
+            "SELECT min(date_done), max(date_done), count(*) FROM celery_taskmeta")[0]
+        span = (last - first).total_seconds() if n > 1 else 0.0
+        result.tasks_done = int(n)
+        result.errors += self._failures()
+        result.throughput = round((n - 1) / span, 1) if span > 0 else 0.0
+        result.cpu_s = round(cpu_used, 2)
+        result.cpu_ms_per_task = round(cpu_used * 1000 / max(n, 1), 3)
+        self._bar(label, int(n), count, result.throughput)
+        if n < count:
+            result.notes.append(f"time budget ended with {count - n} of {count} tasks left")
+
+    def _latency(self, result: Result, workload: Workload, budget: float) -> None:
+        rate = max(result.throughput * 0.5, 1.0)
+        seconds = max(budget / 3, 1.0)
+        count = max(10, min(int(rate * seconds), 5000))
+        result.latency_rate = round(rate, 1)
+        sent = self._publish(workload, count, rate)
+        wait_until(lambda: self._done() >= count, 60 + count / rate, 0.1)
+        result.errors += self._failures()
+        rows = self._sql("SELECT task_id, date_done FROM celery_taskmeta")
+        latencies = sorted(
+            (done.replace(tzinfo=UTC).timestamp() - sent[task_id]) * 1000
+            for task_id, done in rows if task_id in sent)
+        missing = count - len(latencies)
+        if missing:
+            result.errors += missing
+            result.notes.append(f"{missing} latency-phase tasks had no result")
+        if latencies:
+            result.latency_p50_ms = round(percentile(latencies, 50), 1)
+            result.latency_p95_ms = round(percentile(latencies, 95), 1)
+            result.latency_p99_ms = round(percentile(latencies, 99), 1)
+
+    def _stop(self, process: subprocess.Popen[bytes]) -> None:
+        """Warm shutdown, then kill the whole group if it lingers."""
+        if process.poll() is None:
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+            except ProcessLookupError:
+                pass
+        # Celery's prefork children can outlive a killed parent.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+    # -- the whole bench ----------------------------------------------------------
+    def start_servers(self) -> None:
+        """S3 and the model API, and the images the vision tasks read."""
+        import boto3
+
+        self.s3 = servers.start_s3()
+        self.gpt = servers.start_fake_openai("--latency", GPT_LATENCY)
+        servers.create_bucket(self.s3.url, BUCKET)
+        client = boto3.client("s3", endpoint_url=self.s3.url, region_name="us-east-1",
+                              aws_access_key_id="testing", aws_secret_access_key="testing")
+        for i in range(50):
+            key = f"images/{i}.png"
+            client.put_object(Bucket=BUCKET, Key=key, ContentType="image/png",
+                              Body=b"\x89PNG\r\n\x1a\n" + os.urandom(20_000))
+            self.images.append(f"s3://{BUCKET}/{key}")
+
+    def stop_servers(self) -> None:
+        """Stop S3 and the model API."""
+        for server in (self.s3, self.gpt):
+            if server is not None:
+                server.stop()
+
+    def floors(self) -> dict[str, Any]:
+        """The raw rates under everything."""
+        s3 = (self.s3.url, BUCKET, "images/0.png") if self.s3 else None
+        return asyncio.run(floors.measure(BROKER, DSN, 0.25 if self.quick else 1.0, s3))
+
+
+def percentile(sorted_values: list[float], pct: float) -> float:
+    """Nearest-rank percentile of an already sorted list."""
+    rank = max(1, math.ceil(pct / 100 * len(sorted_values)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    import celery
+
+    model = ""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    with psycopg2.connect(DSN) as conn, conn.cursor() as cur:
+        cur.execute("SHOW server_version")
+        pg = cur.fetchone()[0]  # type: ignore[index]
+        cur.execute("SHOW fsync")
+        fsync = cur.fetchone()[0]  # type: ignore[index]
+    return {
+        "cpu": model, "cores": os.cpu_count(),
+        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "python": platform.python_version(), "celery": celery.__version__,
+        "postgresql": pg, "postgresql_fsync": fsync, "kernel": platform.release(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer configurations, short runs")
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="multiply every run's time budget (the smoke test uses 0.1)")
+    parser.add_argument("--workloads", default="sleep,vision,noop")
+    parser.add_argument("--configs", default="",
+                        help="only configurations whose label contains one of these "
+                             "comma-separated strings (e.g. asyncworker,prefork -c 2)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output folder (default bench/results)")
+    parser.add_argument("--name", default=None, help="file stem (default: full or quick)")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+
+    out_dir = args.out or REPO / "bench" / "results"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = args.name or ("quick" if args.quick else "full")
+    chosen = [w for w in workloads(args.quick) if w.name in args.workloads.split(",")]
+    bench = Bench(args.quick, args.scale, not args.no_progress and sys.stderr.isatty(),
+                  out_dir / f"{name}.workers.log")
+    bench.log_path.write_bytes(b"")
+    results: list[Result] = []
+    started = time.monotonic()
+    try:
+        if any(w.name == "vision" for w in chosen):
+            bench.start_servers()
+        wanted = [s for s in args.configs.split(",") if s]
+        plan = [(c, w) for w in chosen for c in configs_for(w, args.quick)
+                if not wanted or any(s in c.label for s in wanted)]
+        for index, (config, workload) in enumerate(plan, 1):
+            print(f"[{index}/{len(plan)}] {config.label} / {workload.name}", file=sys.stderr)
+            results.append(bench.run_one(config, workload))
+        print("[floors] raw broker, database and S3 rates", file=sys.stderr)
+        floor = bench.floors()
+    finally:
+        bench.stop_servers()
+    data = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": "python -m bench" + (" --quick" if args.quick else "")
+                   + (f" --scale {args.scale}" if args.scale != 1.0 else ""),
+        "duration_s": round(time.monotonic() - started, 1),
+        "machine": machine(),
+        "gpt_latency": GPT_LATENCY,
+        "floors": floor,
+        "results": [asdict(r) for r in results],
+    }
+    (out_dir / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
+    markdown = report.markdown(data)
+    (out_dir / f"{name}.md").write_text(markdown)
+    report.chart(data, out_dir / f"{name}.png")
+    print(markdown)
+    return 0
