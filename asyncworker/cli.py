@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .app import App
 from .exceptions import ImproperlyConfigured
@@ -81,6 +81,22 @@ def _expand_hostname(name: str) -> str:
     return name.replace("%h", host).replace("%n", host.split(".")[0])
 
 
+def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop for ``worker_event_loop``: ``asyncio`` or ``uvloop`` (if installed)."""
+    if name == "asyncio":
+        return None
+    if name == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            raise ImproperlyConfigured(
+                "worker_event_loop = 'uvloop' needs the uvloop package "
+                "(pip install 'asyncworker[uvloop]')") from None
+        factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+        return factory
+    raise ImproperlyConfigured(f"worker_event_loop must be 'asyncio' or 'uvloop', not {name!r}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     args = build_parser().parse_args(argv)
@@ -103,7 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         configure_logging(settings.worker_log_level, settings.worker_log_format)
         try:
-            asyncio.run(Worker(app).run())
+            with asyncio.Runner(loop_factory=loop_factory(settings.worker_event_loop)) as runner:
+                runner.run(Worker(app).run())
         except KeyboardInterrupt:
             return 1
         except ImproperlyConfigured as exc:

@@ -92,6 +92,7 @@ class Settings:
     worker_rate_limit_redis_url: str | None = None
     worker_log_level: str = "INFO"
     worker_log_format: str = "auto"
+    worker_event_loop: str = "asyncio"
 
     # The vision pipeline tasks: S3 storage and an OpenAI-compatible API.
     # Credentials left unset fall back to the usual AWS / OPENAI_API_KEY sources.

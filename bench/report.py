@@ -29,7 +29,8 @@ def markdown(data: dict[str, Any]) -> str:
         f"Celery {m['celery']}, PostgreSQL {m['postgresql']} (fsync={m['postgresql_fsync']}).",
         f"Model API latency: {data['gpt_latency']} s (lognormal median:sigma).",
         "",
-        "Throughput is tasks/s from first to last result row with the queue pre-filled; "
+        "Throughput is tasks/s with the queue pre-filled, between the 10th and 90th percentile "
+        "of result rows' `date_done` (steady state; the time budget ends a run early); "
         "latency is publish → `date_done` at half that throughput. "
         "**Speed-up** = asyncworker's throughput ÷ this row's; "
         "**memory** = this row's peak RSS ÷ asyncworker's.",

@@ -71,3 +71,21 @@ def test_redaction() -> None:
     assert redact_url("redis://host:6379/0") == "redis://host:6379/0"
     text = "failed db+postgresql://u:hunter2@db/x and amqp://a:b@c//"
     assert "hunter2" not in redact_text(text) and ":b@" not in redact_text(text)
+
+
+def test_event_loop_choice() -> None:
+    import asyncio
+
+    from asyncworker.cli import loop_factory
+
+    assert loop_factory("asyncio") is None
+    factory = loop_factory("uvloop")  # installed with the test extras
+    assert factory is not None
+    loop = factory()
+    try:
+        assert type(loop).__module__.startswith("uvloop")
+        assert isinstance(loop, asyncio.AbstractEventLoop)
+    finally:
+        loop.close()
+    with pytest.raises(ImproperlyConfigured, match="'asyncio' or 'uvloop'"):
+        loop_factory("trio")
