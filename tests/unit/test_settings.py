@@ -89,3 +89,12 @@ def test_event_loop_choice() -> None:
         loop.close()
     with pytest.raises(ImproperlyConfigured, match="'asyncio' or 'uvloop'"):
         loop_factory("trio")
+
+
+def test_default_toml_lists_every_setting() -> None:
+    import re
+
+    text = (REPO / "config" / "default.toml").read_text()
+    listed = set(re.findall(r"^#?\s*([a-z_0-9]+)\s*=", text, re.MULTILINE))
+    missing = set(settings_mod.Settings.field_names()) - listed
+    assert not missing, f"config/default.toml does not list {sorted(missing)}"
