@@ -1,4 +1,10 @@
-"""The App: settings, the task registry and an async producer."""
+"""The App: settings, the task registry, plugins and an async producer.
+
+Everything a worker is made of beyond the core is registered here: tasks
+(``@app.task``), lifespan hooks (``@app.lifespan``), hook subscribers
+(``app.add_hooks``), remote-control commands (``@app.control_command``)
+and plugins (``app.use``), which may bring all of these at once.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +13,21 @@ import contextlib
 import os
 import types
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime, timedelta
 from typing import Any, overload
 
+from . import broker as brokers
 from . import protocol
 from . import settings as settings_mod
 from .backends import ResultBackend
 from .backends import create as create_backend
-from .broker.amqp import AmqpBroker
+from .broker.base import Broker
 from .broker.topology import Topology
 from .builtins import register_builtins
 from .canvas import Canvas
+from .control.commands import BUILTIN as BUILTIN_COMMANDS
+from .hooks import HookSet, WorkerHooks
+from .message import TaskMessage
+from .plugins import ControlCommand, Plugin, load_plugin
 from .result import AsyncResult as ResultHandle
 from .settings import Settings
 from .task import Task, build_task
@@ -28,21 +38,26 @@ Lifespan = Callable[["App"], AsyncIterator[None]]
 class App:
     """An asyncworker application: ``app = App("name")`` then ``@app.task``.
 
-    Settings come from, lowest first: keyword arguments here, the TOML file
-    (``config_file`` or ``ASYNCWORKER_CONFIG``), ``ASYNCWORKER_<NAME>``
-    environment variables, and ``configure(**overrides)`` (the command line).
+    Settings come from, lowest first: keyword arguments here, the TOML file,
+    ``ASYNCWORKER_<NAME>`` environment variables, and ``configure(**overrides)``
+    (the command line). The file is ``configure(config_file=...)`` (``--config``),
+    else ``ASYNCWORKER_CONFIG``, else ``config_file`` here: a path or a package
+    resource (``importlib.resources.files(pkg) / "x.toml"``). Plugins listed in
+    ``worker_plugins`` are enabled when the settings are first read, before the
+    keys of their sections are checked.
     """
 
-    def __init__(self, main: str = "asyncworker", *, config_file: str | None = None,
-                 **settings: Any) -> None:
+    def __init__(self, main: str = "asyncworker", *,
+                 config_file: settings_mod.ConfigFile | None = None, **settings: Any) -> None:
         self.main = main
         self.tasks: dict[str, Task] = {}
         self._code_settings = settings
         self._config_file = config_file
+        self._config_override: settings_mod.ConfigFile | None = None
         self._overrides: dict[str, Any] = {}
         self._settings: Settings | None = None
         self._topology: Topology | None = None
-        self._broker: AmqpBroker | None = None
+        self._broker: Broker | None = None
         self._backend: ResultBackend | None = None
         self._owns_connections = True
         self._lock = asyncio.Lock()
@@ -50,16 +65,67 @@ class App:
         #: Shared resources for tasks (clients, pools), set up by lifespan hooks.
         self.state = types.SimpleNamespace()
         self._lifespans: list[Lifespan] = []
+        #: Enabled plugins, in the order they were added.
+        self.plugins: list[Plugin] = []
+        #: Hook subscribers every worker of this app gets (``task_sent`` fires here too).
+        self.hooks = HookSet()
+        #: Remote-control commands the mailbox answers, by name.
+        self.control_commands: dict[str, ControlCommand] = dict(BUILTIN_COMMANDS)
         register_builtins(self)
+
+    # -- extension points ---------------------------------------------------
+    def use(self, plugin: Plugin) -> Plugin:
+        """Enable ``plugin``: its tasks, settings, hooks, middleware, services, commands."""
+        if any(type(p) is type(plugin) for p in self.plugins):
+            return plugin
+        self.plugins.append(plugin)
+        plugin.install(self)
+        self.control_commands.update(plugin.control_commands())
+        self._settings = None  # its settings section joins the next load
+        self._topology = None
+        return plugin
+
+    def add_hooks(self, hooks: WorkerHooks) -> None:
+        """Subscribe ``hooks`` to every worker of this app (and to ``task_sent``)."""
+        self.hooks.add(hooks)
+
+    def control_command(self, name: str) -> Callable[[ControlCommand], ControlCommand]:
+        """Register ``async def command(worker, **arguments)`` as a remote-control command."""
+
+        def register(command: ControlCommand) -> ControlCommand:
+            self.control_commands[name] = command
+            return command
+
+        return register
 
     # -- settings ---------------------------------------------------------
     @property
     def settings(self) -> Settings:
-        """The effective settings (loaded on first use)."""
+        """The effective settings (loaded on first use).
+
+        Two phases: the plugins named by ``worker_plugins`` (read alone from
+        every source) are enabled first, then everything is read and checked
+        with the sections of all enabled plugins known.
+        """
         if self._settings is None:
-            base = Settings().with_updates(self._code_settings, f"App({self.main!r})")
-            self._settings = settings_mod.load(self._config_file, self._overrides, base=base)
+            layers = self.settings_sources()
+            for spec in settings_mod.core_value("worker_plugins", layers):
+                self.use(load_plugin(spec))
+            self._settings = settings_mod.resolve(layers, sections=self.settings_sections())
         return self._settings
+
+    def settings_sources(self) -> list[settings_mod.Source]:
+        """The layers above the defaults, lowest first: this App's arguments, the
+        TOML file, the environment, ``configure`` overrides (read afresh)."""
+        return [
+            settings_mod.Source(f"App({self.main!r})", self._code_settings),
+            *settings_mod.sources(self._config_override, self._overrides,
+                                  default_config=self._config_file),
+        ]
+
+    def settings_sections(self) -> list[type[settings_mod.Section]]:
+        """The settings sections the enabled plugins declare."""
+        return [p.settings for p in self.plugins if p.settings is not None]
 
     @property
     def topology(self) -> Topology:
@@ -68,10 +134,11 @@ class App:
             self._topology = Topology(self.settings)
         return self._topology
 
-    def configure(self, config_file: str | None = None, **overrides: Any) -> None:
-        """Apply a config file and/or overrides on top of the current sources."""
+    def configure(self, config_file: settings_mod.ConfigFile | None = None,
+                  **overrides: Any) -> None:
+        """Apply a config file (it replaces the app's own) and/or overrides on top."""
         if config_file:
-            self._config_file = config_file
+            self._config_override = config_file
         self._overrides.update({k: v for k, v in overrides.items() if v is not None})
         self._settings = None
         self._topology = None
@@ -131,17 +198,16 @@ class App:
             yield
 
     # -- connections ------------------------------------------------------
-    def use_connections(self, broker: AmqpBroker, backend: ResultBackend | None) -> None:
+    def use_connections(self, broker: Broker, backend: ResultBackend | None) -> None:
         """Share a worker's connections (tasks that publish reuse them)."""
         self._broker, self._backend = broker, backend
         self._owns_connections = False
 
-    async def get_broker(self) -> AmqpBroker:
+    async def get_broker(self) -> Broker:
         """The producer connection, opened on first use."""
         async with self._lock:
             if self._broker is None:
-                s = self.settings
-                broker = AmqpBroker(s.broker_url, s.broker_heartbeat, s.broker_connection_timeout)
+                broker = brokers.create(self.settings)
                 await broker.connect()
                 self._broker = broker
             return self._broker
@@ -178,60 +244,31 @@ class App:
         name: str,
         args: tuple[Any, ...] | list[Any] = (),
         kwargs: dict[str, Any] | None = None,
-        *,
-        task_id: str | None = None,
-        countdown: float | None = None,
-        eta: datetime | None = None,
-        expires: float | datetime | None = None,
-        queue: str | None = None,
-        exchange: str | None = None,
-        routing_key: str | None = None,
-        priority: int | None = None,
-        headers: dict[str, Any] | None = None,
-        time_limit: float | None = None,
-        soft_time_limit: float | None = None,
-        ignore_result: bool | None = None,
-        shadow: str | None = None,
-        parent_id: str | None = None,
-        root_id: str | None = None,
-        group_id: str | None = None,
-        group_index: int | None = None,
-        retries: int = 0,
-        link: list[dict[str, Any]] | dict[str, Any] | None = None,
-        link_error: list[dict[str, Any]] | dict[str, Any] | None = None,
-        chain: list[dict[str, Any]] | None = None,
-        chord: dict[str, Any] | None = None,
-        serializer: str | None = None,
+        **options: Any,
     ) -> ResultHandle:
-        """Publish a protocol-v2 task message (with publisher confirm), Celery-style."""
-        now = datetime.now(UTC)
-        if countdown is not None:
-            eta = now + timedelta(seconds=countdown)
-        if isinstance(expires, (int, float)):
-            expires = now + timedelta(seconds=expires)
-        route = self.topology.route(name, queue, exchange, routing_key)
-        message = protocol.encode_v2(
-            name, args, kwargs,
-            task_id=task_id, eta=eta, expires=expires, retries=retries,
-            time_limit=time_limit, soft_time_limit=soft_time_limit,
-            root_id=root_id, parent_id=parent_id, group=group_id, group_index=group_index,
-            shadow=shadow, ignore_result=ignore_result,
-            callbacks=_as_list(link), errbacks=_as_list(link_error), chain=chain, chord=chord,
-            extra_headers=headers,
-            priority=priority if priority is not None else self.settings.task_default_priority,
-            reply_to=_reply_to(),
-            serializer=serializer or self.settings.task_serializer,
-        )
+        """Publish a protocol-v2 task message (with publisher confirm), Celery-style.
+
+        ``options`` are Celery's ``apply_async`` options: ``queue``,
+        ``exchange``, ``routing_key`` and ``serializer`` say how it is
+        published; the others (``task_id``, ``countdown``, ``eta``, ``expires``,
+        ``priority``, ``headers``, ``time_limit``, ``link`` ...) make the
+        message, as :meth:`TaskMessage.from_options
+        <asyncworker.message.TaskMessage.from_options>` lists them. An unknown
+        option raises ``TypeError``.
+        """
+        message = TaskMessage.from_options(name, args, kwargs, options)
+        route = self.topology.route(name, options.get("queue"), options.get("exchange"),
+                                    options.get("routing_key"))
+        if message.priority is None:
+            message.priority = self.settings.task_default_priority
+        message.reply_to = _reply_to()
+        outgoing = protocol.encode(message, options.get("serializer")
+                                   or self.settings.task_serializer)
         broker = await self.get_broker()
         await broker.ensure_declared(route.queue, self.settings.broker_passive_declare)
-        await broker.publish(route.exchange, route.routing_key, message)
-        return ResultHandle(message.correlation_id, self)
-
-
-def _as_list(value: list[dict[str, Any]] | dict[str, Any] | None) -> list[dict[str, Any]] | None:
-    if value is None:
-        return None
-    return [value] if isinstance(value, dict) else list(value)
+        await broker.publish(route.exchange, route.routing_key, outgoing)
+        self.hooks.task_sent(outgoing, route.exchange, route.routing_key)
+        return ResultHandle(message.id, self)
 
 
 _REPLY_TO = protocol.new_id()

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from . import protocol, states
 from .backends.base import ResultBackend, TaskOutcome, exception_to_meta
 from .exceptions import ChordError
 from .logging import get_logger
+from .message import OPTIONS
 from .result import exception_from_meta
 from .task import Request
 
@@ -99,38 +99,12 @@ class Canvas:
         all_kwargs = dict(sig.get("kwargs") or {})
         if kwargs and not immutable:
             all_kwargs.update(kwargs)
-        eta = options.get("eta")
-        if isinstance(eta, str):
-            eta = protocol.parse_time(eta, "eta")
-        if options.get("countdown") is not None:
-            eta = datetime.now(UTC) + timedelta(seconds=float(options["countdown"]))
-        expires = options.get("expires")
-        if isinstance(expires, str):
-            expires = protocol.parse_time(expires, "expires")
-        result = await self.app.send_task(
-            sig["task"], all_args, all_kwargs,
-            task_id=options.get("task_id"),
-            eta=eta,
-            expires=expires,
-            queue=_queue_name(options.get("queue")),
-            exchange=options.get("exchange") if isinstance(options.get("exchange"), str)
-            else None,
-            routing_key=options.get("routing_key"),
-            priority=options.get("priority"),
-            headers=options.get("headers"),
-            time_limit=options.get("time_limit"),
-            soft_time_limit=options.get("soft_time_limit"),
-            ignore_result=options.get("ignore_result"),
-            shadow=options.get("shadow"),
-            parent_id=options.get("parent_id"),
-            root_id=options.get("root_id"),
-            group_id=options.get("group_id"),
-            group_index=options.get("group_index"),
-            link=options.get("link"),
-            link_error=options.get("link_error"),
-            chain=options.get("chain"),
-            chord=options.get("chord"),
-        )
+        # Celery's option names throughout; the message takes what it knows.
+        publish = {k: v for k, v in options.items() if k in OPTIONS}
+        publish["queue"] = _queue_name(options.get("queue"))
+        if not isinstance(options.get("exchange"), str):
+            publish.pop("exchange", None)  # a kombu Exchange sent as a dict
+        result = await self.app.send_task(sig["task"], all_args, all_kwargs, **publish)
         return result.id
 
     async def _apply_chain(self, sig: dict[str, Any], args: Sequence[Any],

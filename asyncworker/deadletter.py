@@ -15,12 +15,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from aio_pika.abc import AbstractIncomingMessage
-
-from .broker.amqp import AmqpBroker, settle
+from .broker.base import Broker, Delivery
 from .broker.topology import ExchangeSpec, QueueSpec, Topology
 from .logging import get_logger
-from .protocol import OutgoingMessage, peek_task_id
+from .protocol import peek_task_id
 from .settings import Settings
 
 log = get_logger("deadletter")
@@ -44,55 +42,50 @@ def dlq_spec(queue: str, suffix: str) -> QueueSpec:
 class DeadLetters:
     """Rejects without requeue, keeping the message in a dead-letter queue."""
 
-    def __init__(self, broker: AmqpBroker, topology: Topology, settings: Settings) -> None:
+    def __init__(self, broker: Broker, topology: Topology, settings: Settings) -> None:
         self.broker = broker
         self.topology = topology
         self.settings = settings
 
-    def _broker_dead_letters(self, queue: str | None) -> bool:
-        spec = self.topology.queues.get(queue or "")
+    def _broker_dead_letters(self, queue: str) -> bool:
+        spec = self.topology.queues.get(queue)
         return spec is not None and "x-dead-letter-exchange" in spec.arguments
 
-    async def reject(self, message: AbstractIncomingMessage, queue: str | None, reason: str,
-                     exc: BaseException | None = None) -> None:
-        """Reject ``message`` for good, keeping a copy unless dead letters are off."""
-        task_id = peek_task_id(message.headers, message.correlation_id)
-        if (not self.settings.task_dead_letter or queue is None
-                or self._broker_dead_letters(queue)):
-            await settle(message, "reject", requeue=False, task_id=task_id)
-            return
+    async def reject(self, delivery: Delivery, reason: str,
+                     exc: BaseException | None = None) -> bool:
+        """Reject ``delivery`` for good; True when it is kept somewhere."""
+        if not self.settings.task_dead_letter or self._broker_dead_letters(delivery.queue):
+            await delivery.reject(requeue=False)
+            return self._broker_dead_letters(delivery.queue)
         try:
-            await self.copy(message, queue, reason, exc)
+            await self.copy(delivery, reason, exc)
         except Exception as err:
-            log.error("could not publish dead letter; rejecting", task_id=task_id,
+            log.error("could not publish dead letter; rejecting",
+                      task_id=peek_task_id(delivery.headers, delivery.correlation_id),
                       error=repr(err))
-            await settle(message, "reject", requeue=False, task_id=task_id)
-            return
-        await settle(message, "ack", task_id=task_id)
+            await delivery.reject(requeue=False)
+            return False
+        await delivery.ack()
+        return True
 
-    async def copy(self, message: AbstractIncomingMessage, queue: str, reason: str,
+    async def copy(self, delivery: Delivery, reason: str,
                    exc: BaseException | None = None) -> None:
-        """Publish a copy of ``message`` to the dead-letter queue of ``queue``."""
-        spec = dlq_spec(queue, self.settings.task_dead_letter_suffix)
+        """Publish a copy of ``delivery`` to the dead-letter queue of its queue."""
+        spec = dlq_spec(delivery.queue, self.settings.task_dead_letter_suffix)
         await self.broker.ensure_declared(spec, passive=False)
-        headers = dict(message.headers or {})
+        headers = dict(delivery.headers)
         headers.update({
             REASON: reason,
             EXCEPTION: f"{type(exc).__name__}: {exc}" if exc is not None else None,
             WORKER: self.settings.worker_nodename,
             TIME: datetime.now(UTC).isoformat(),
-            ORIGIN_EXCHANGE: message.exchange or "",
-            ORIGIN_ROUTING_KEY: message.routing_key or "",
-            ORIGIN_QUEUE: queue,
+            ORIGIN_EXCHANGE: delivery.exchange,
+            ORIGIN_ROUTING_KEY: delivery.routing_key,
+            ORIGIN_QUEUE: delivery.queue,
         })
-        await self.broker.publish("", spec.name, OutgoingMessage(
-            body=message.body, headers=headers,
-            content_type=message.content_type or "application/json",
-            content_encoding=message.content_encoding or "utf-8",
-            correlation_id=message.correlation_id or "", reply_to=message.reply_to,
-            priority=message.priority, expiration_ms=None))
+        await self.broker.publish("", spec.name, delivery.outgoing(headers))
         log.warning("message dead-lettered", task_id=peek_task_id(
-            message.headers, message.correlation_id), queue=spec.name, reason=reason)
+            delivery.headers, delivery.correlation_id), queue=spec.name, reason=reason)
 
 
 @dataclass(slots=True)
@@ -113,9 +106,9 @@ def _text(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-def describe(message: AbstractIncomingMessage) -> DeadLetter:
+def describe(message: Delivery) -> DeadLetter:
     """Where a dead letter came from and why, by our headers or the broker's x-death."""
-    headers: dict[str, Any] = dict(message.headers or {})
+    headers: dict[str, Any] = dict(message.headers)
     death: dict[str, Any] = {}
     deaths = headers.get("x-death")
     if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict):
@@ -138,46 +131,37 @@ def describe(message: AbstractIncomingMessage) -> DeadLetter:
     )
 
 
-async def list_dead_letters(broker: AmqpBroker, dlq: str, limit: int) -> list[DeadLetter]:
+async def list_dead_letters(broker: Broker, dlq: str, limit: int) -> list[DeadLetter]:
     """Read up to ``limit`` dead letters without removing them."""
-    channel = await broker._channel(publish=False)
-    queue = await channel.declare_queue(dlq, passive=True)
-    seen: list[AbstractIncomingMessage] = []
+    seen: list[Delivery] = []
     try:
         while len(seen) < limit:
-            message = await queue.get(no_ack=False, fail=False)
+            message = await broker.get(dlq)
             if message is None:
                 break
             seen.append(message)
         return [describe(m) for m in seen]
     finally:
         for message in seen:
-            await message.nack(requeue=True)
+            await message.requeue()
 
 
-async def replay_dead_letters(broker: AmqpBroker, dlq: str, limit: int) -> int:
+async def replay_dead_letters(broker: Broker, dlq: str, limit: int) -> int:
     """Publish up to ``limit`` dead letters back where they came from; returns the count.
 
     Only the messages present at the start are taken, so a message that fails
     again and comes back is not replayed in a loop.
     """
-    channel = await broker._channel(publish=False)
-    queue = await channel.declare_queue(dlq, passive=True)
-    present = (await queue.declare()).message_count or 0
+    present = await broker.message_count(dlq)
     replayed = 0
     while replayed < min(limit, present):
-        message = await queue.get(no_ack=False, fail=False)
+        message = await broker.get(dlq)
         if message is None:
             break
         info = describe(message)
-        headers = {k: v for k, v in (message.headers or {}).items()
+        headers = {k: v for k, v in message.headers.items()
                    if not k.startswith(PREFIX) and k != "x-death"}
-        await broker.publish(info.exchange, info.routing_key, OutgoingMessage(
-            body=message.body, headers=headers,
-            content_type=message.content_type or "application/json",
-            content_encoding=message.content_encoding or "utf-8",
-            correlation_id=message.correlation_id or "", reply_to=message.reply_to,
-            priority=message.priority, expiration_ms=None))
+        await broker.publish(info.exchange, info.routing_key, message.outgoing(headers))
         await message.ack()
         replayed += 1
         log.info("dead letter replayed", task_id=info.task_id, exchange=info.exchange,

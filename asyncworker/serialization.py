@@ -107,9 +107,13 @@ def json_dumps(value: Any) -> str:
     return _encoder.encode(value)
 
 
+# One decoder for every message: json.loads with a hook builds a new one per call.
+_decoder = json.JSONDecoder(object_hook=_object_hook)
+
+
 def json_loads(data: str | bytes) -> Any:
     """Decode kombu JSON, unwrapping its type markers."""
-    return json.loads(data, object_hook=_object_hook)
+    return _decoder.decode(data if isinstance(data, str) else data.decode("utf-8"))
 
 
 def dumps(value: Any, content_type: str = JSON) -> bytes:

@@ -1,7 +1,21 @@
 """Typed settings under Celery's names, read from TOML and the environment.
 
-Precedence, lowest first: defaults here, the TOML file, ``ASYNCWORKER_<NAME>``
-environment variables, then explicit overrides (command-line options).
+Precedence, lowest first: defaults here, the App's keyword arguments, the TOML
+file, ``ASYNCWORKER_<NAME>`` environment variables, then explicit overrides
+(command-line options). Each layer is a :class:`Source`; :func:`resolve`
+applies them in order, checking every value against the type its setting
+declares.
+
+Settings come in sections. :class:`Settings` holds the core's, under Celery's
+names. A plugin declares its own keys as a :class:`Section` dataclass
+(``Plugin.settings``) and reads them back typed with
+``app.settings.section(MySection)``. A section's keys share one flat namespace
+with the core's, so ``s3_bucket = ...`` at the top of a file and
+``ASYNCWORKER_S3_BUCKET`` work as they always did; in a file they may also be
+grouped under the section's own table (``[vision]``). A key that neither the
+core nor a registered section declares is an error (in a file, in the App's
+arguments, on the command line); in the environment, which holds other
+programs' variables too, it is ignored.
 """
 
 from __future__ import annotations
@@ -13,19 +27,51 @@ import socket
 import tomllib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 from .exceptions import ImproperlyConfigured
+from .logging import redact_url
 
 ENV_PREFIX = "ASYNCWORKER_"
+#: The variable naming the TOML file when ``--config`` does not.
+CONFIG_ENV = ENV_PREFIX + "CONFIG"
+
+#: A TOML file: a path, or a package resource (``importlib.resources.files(pkg) / "x.toml"``).
+ConfigFile = str | os.PathLike[str] | Traversable
+
+#: Field metadata marking a credential: :meth:`Settings.as_dict` shows it as ``***``.
+SECRET: Mapping[str, Any] = types.MappingProxyType({"secret": True})
+_NOT_A_SETTING: Mapping[str, Any] = types.MappingProxyType({"setting": False})
+
+S = TypeVar("S", bound="Section")
 
 
 def default_nodename() -> str:
     """``asyncworker@<host>``, unique enough for one worker per host."""
     return f"asyncworker@{socket.gethostname()}"
+
+
+@dataclass(slots=True)
+class Section:
+    """A plugin's settings: subclass as a dataclass whose fields are its keys.
+
+    ``section`` names the TOML table the keys may be grouped under. Field names
+    must be unique across the core and every other section (checked when the
+    section is registered), since they are also read as flat keys. Mark
+    credentials with ``field(default=None, metadata=SECRET)``::
+
+        @dataclass(slots=True)
+        class CacheSettings(Section):
+            section: ClassVar[str] = "cache"
+            cache_url: str = "redis://127.0.0.1:6379/1"
+            cache_ttl: float = 60.0
+    """
+
+    section: ClassVar[str]
 
 
 @dataclass(slots=True)
@@ -93,41 +139,91 @@ class Settings:
     worker_log_level: str = "INFO"
     worker_log_format: str = "auto"
     worker_event_loop: str = "asyncio"
+    worker_plugins: list[str] = field(default_factory=list)
 
-    # The vision pipeline tasks: S3 storage and an OpenAI-compatible API.
-    # Credentials left unset fall back to the usual AWS / OPENAI_API_KEY sources.
-    s3_endpoint_url: str | None = None
-    s3_region: str = "us-east-1"
-    s3_bucket: str = "growbin-images"
-    s3_access_key_id: str | None = None
-    s3_secret_access_key: str | None = None
-    s3_connect_timeout: float = 5.0
-    s3_read_timeout: float = 30.0
-    s3_max_attempts: int = 3
-    gpt_base_url: str = "https://api.openai.com/v1"
-    gpt_api_key: str | None = None
-    gpt_model: str = "gpt-5"
-    gpt_connect_timeout: float = 5.0
-    gpt_timeout: float = 60.0
-    gpt_max_retries: int = 5
-    gpt_retry_backoff_max: float = 60.0
-    gpt_image_mode: str = "data_url"
+    #: Each registered section's values, by section name (not a setting itself).
+    sections: dict[str, Section] = field(default_factory=dict, repr=False,
+                                         metadata=_NOT_A_SETTING)
 
     @classmethod
     def field_names(cls) -> list[str]:
-        """All setting names."""
-        return [f.name for f in dataclasses.fields(cls)]
+        """The core setting names (sections' keys not included)."""
+        return _setting_names(cls)
+
+    def names(self) -> list[str]:
+        """Every setting name: the core's, then each registered section's."""
+        return list(self._owners())
+
+    def section(self, kind: type[S]) -> S:
+        """The values of section ``kind`` (its plugin must be enabled)."""
+        found = self.sections.get(kind.section)
+        if not isinstance(found, kind):
+            raise ImproperlyConfigured(
+                f"no settings section {kind.section!r}: enable the plugin that declares it")
+        return found
+
+    def with_sections(self, kinds: Iterable[type[Section]]) -> Settings:
+        """A copy that also knows ``kinds``, each at its defaults unless already present."""
+        sections = dict(self.sections)
+        for kind in kinds:
+            name = getattr(kind, "section", "")
+            present = sections.get(name)
+            if present is not None:
+                if type(present) is not kind:
+                    raise ImproperlyConfigured(
+                        f"settings section {name!r} is declared by both "
+                        f"{type(present).__qualname__} and {kind.__qualname__}")
+                continue
+            if not name:
+                raise ImproperlyConfigured(f"settings section {kind.__qualname__} has no name")
+            taken = self._owners(sections).keys() | sections.keys()
+            clashes = sorted({name, *_setting_names(kind)} & taken)
+            if clashes:
+                raise ImproperlyConfigured(
+                    f"settings section {name!r} ({kind.__qualname__}) reuses names the core "
+                    f"or another section already has: {clashes}")
+            sections[name] = kind()
+        return dataclasses.replace(self, sections=sections)
 
     def with_updates(self, updates: Mapping[str, Any], source: str) -> Settings:
-        """A copy with ``updates`` applied, each value checked against its type."""
-        hints = typing.get_type_hints(Settings)
-        known = set(self.field_names())
-        values: dict[str, Any] = {}
+        """A copy with ``updates`` applied, each value checked against its type.
+
+        Keys are flat setting names, or a section's name with a table of its keys.
+        """
+        owners = self._owners()
+        core: dict[str, Any] = {}
+        # (section, how its keys were written: "" flat or "name." in its table) -> values
+        grouped: dict[tuple[str, str], dict[str, Any]] = {}
         for key, raw in updates.items():
-            if key not in known:
+            if key in self.sections:
+                if not isinstance(raw, Mapping):
+                    raise ImproperlyConfigured(
+                        f"invalid value {raw!r} for {key} (from {source}): "
+                        f"a table of the {key!r} section's settings")
+                grouped.setdefault((key, f"{key}."), {}).update(raw)
+            elif key not in owners:
                 raise ImproperlyConfigured(f"unknown setting {key!r} in {source}")
-            values[key] = coerce(raw, hints[key], f"{key} (from {source})")
-        return dataclasses.replace(self, **values)
+            elif owners[key] is None:
+                core[key] = raw
+            else:
+                grouped.setdefault((str(owners[key]), ""), {})[key] = raw
+        updated = _replaced(self, core, source)
+        if grouped:
+            sections = dict(self.sections)
+            for (name, prefix), values in sorted(grouped.items()):  # flat keys, then the table
+                sections[name] = _replaced(sections[name], values, source, prefix)
+            updated = dataclasses.replace(updated, sections=sections)
+        return updated
+
+    def as_dict(self, *, redact: bool = True) -> dict[str, Any]:
+        """Plain data, each section as a table: what ``asyncworker config`` prints.
+
+        With ``redact``, passwords in URLs and ``SECRET`` fields are hidden.
+        """
+        data = _values(self, redact)
+        for name, section in self.sections.items():
+            data[name] = _values(section, redact)
+        return data
 
     def thread_pool_size(self) -> int:
         """Threads for plain ``def`` tasks: bounded so blocking code cannot swamp the host."""
@@ -138,6 +234,67 @@ class Settings:
     def prefetch_count(self) -> int:
         """basic.qos prefetch: concurrency x multiplier, as Celery computes it."""
         return max(0, self.worker_concurrency * self.worker_prefetch_multiplier)
+
+    def _owners(self, sections: Mapping[str, Section] | None = None) -> dict[str, str | None]:
+        """Flat name -> the section declaring it (None: the core)."""
+        owners: dict[str, str | None] = dict.fromkeys(_setting_names(Settings))
+        for name, section in (self.sections if sections is None else sections).items():
+            owners.update(dict.fromkeys(_setting_names(type(section)), name))
+        return owners
+
+
+def _setting_names(kind: type[Any]) -> list[str]:
+    return [f.name for f in dataclasses.fields(kind) if f.metadata.get("setting", True)]
+
+
+_HINTS: dict[type[Any], dict[str, Any]] = {}
+
+
+def _hints(kind: type[Any]) -> dict[str, Any]:
+    """The resolved annotations of a settings dataclass (cached: they are costly)."""
+    if kind not in _HINTS:
+        _HINTS[kind] = typing.get_type_hints(kind)
+    return _HINTS[kind]
+
+
+D = TypeVar("D")
+
+
+def _replaced(obj: D, updates: Mapping[str, Any], source: str, prefix: str = "") -> D:
+    """A copy of the settings dataclass ``obj`` with ``updates`` checked and applied."""
+    if not updates:
+        return obj
+    kind: type[Any] = type(obj)
+    known = _setting_names(kind)
+    values: dict[str, Any] = {}
+    for key, raw in updates.items():
+        if key not in known:
+            raise ImproperlyConfigured(f"unknown setting {prefix + key!r} in {source}")
+        values[key] = coerce(raw, _hints(kind)[key], f"{prefix}{key} (from {source})")
+    return dataclasses.replace(obj, **values)  # type: ignore[type-var]
+
+
+def _values(obj: Any, redact: bool) -> dict[str, Any]:
+    """One settings dataclass's values, credentials hidden if ``redact``."""
+    data: dict[str, Any] = {}
+    for f in dataclasses.fields(obj):
+        if not f.metadata.get("setting", True):
+            continue
+        value = getattr(obj, f.name)
+        if redact and f.metadata.get("secret") and value:
+            value = "***"
+        data[f.name] = _redacted(value) if redact else value
+    return data
+
+
+def _redacted(value: Any) -> Any:
+    if isinstance(value, str) and "://" in value:
+        return redact_url(value)
+    if isinstance(value, dict):
+        return {k: _redacted(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redacted(v) for v in value]
+    return value
 
 
 def coerce(value: Any, hint: Any, what: str) -> Any:
@@ -191,37 +348,97 @@ def coerce(value: Any, hint: Any, what: str) -> Any:
     return value
 
 
-def from_env(environ: Mapping[str, str]) -> dict[str, str]:
-    """The ``ASYNCWORKER_<NAME>`` variables that name a setting."""
-    names = set(Settings.field_names())
+@dataclass(frozen=True, slots=True)
+class Source:
+    """One layer of raw settings, named for error messages."""
+
+    name: str
+    values: Mapping[str, Any]
+    #: Skip names that are not settings (the environment holds other programs' variables).
+    lenient: bool = False
+
+
+def from_env(environ: Mapping[str, str], names: Iterable[str] | None = None) -> dict[str, str]:
+    """The ``ASYNCWORKER_<NAME>`` variables by lower-case name (only ``names``, if given)."""
+    known = None if names is None else set(names)
     found = {}
     for key, value in environ.items():
         if key.startswith(ENV_PREFIX):
             name = key[len(ENV_PREFIX):].lower()
-            if name in names:
+            if known is None or name in known:
                 found[name] = value
     return found
 
 
+def read_config(path: ConfigFile) -> Source:
+    """The TOML file at ``path`` (a file path or a package resource)."""
+    try:
+        if isinstance(path, (str, os.PathLike)):
+            text = Path(path).read_text(encoding="utf-8")
+        else:
+            text = path.read_text(encoding="utf-8")
+        data = tomllib.loads(text)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ImproperlyConfigured(f"cannot read config file {path}: {exc}") from exc
+    return Source(str(path), data)
+
+
+def sources(
+    config_file: ConfigFile | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    default_config: ConfigFile | None = None,
+) -> list[Source]:
+    """The layers above the defaults, lowest first: TOML file, environment, overrides.
+
+    The file is ``config_file``, else ``ASYNCWORKER_CONFIG``, else ``default_config``
+    (an App's own file); None values in ``overrides`` are left out.
+    """
+    env = os.environ if environ is None else environ
+    layers = []
+    path = config_file or env.get(CONFIG_ENV) or default_config
+    if path:
+        layers.append(read_config(path))
+    layers.append(Source("environment", from_env(env), lenient=True))
+    if overrides:
+        layers.append(Source("command line", {k: v for k, v in overrides.items() if v is not None}))
+    return layers
+
+
+def resolve(layers: Iterable[Source], base: Settings | None = None,
+            sections: Iterable[type[Section]] = ()) -> Settings:
+    """Apply ``layers`` in order on ``base`` (default: the defaults), knowing ``sections``."""
+    settings = (base or Settings()).with_sections(sections)
+    for layer in layers:
+        values = layer.values
+        if layer.lenient:
+            known = set(settings.names())
+            values = {k: v for k, v in values.items() if k in known}
+        settings = settings.with_updates(values, layer.name)
+    return settings
+
+
+def core_value(name: str, layers: Iterable[Source], base: Settings | None = None) -> Any:
+    """One core setting across ``layers`` (the last that sets it wins), checked.
+
+    The rest is not read: ``worker_plugins`` must be known before the sections
+    its plugins declare, and so before the keys of those sections can be checked.
+    """
+    value = getattr(base or Settings(), name)
+    for layer in layers:
+        if name in layer.values:
+            value = coerce(layer.values[name], _hints(Settings)[name],
+                           f"{name} (from {layer.name})")
+    return value
+
+
 def load(
-    config_file: str | os.PathLike[str] | None = None,
+    config_file: ConfigFile | None = None,
     overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
     base: Settings | None = None,
+    sections: Iterable[type[Section]] = (),
 ) -> Settings:
     """Build settings: ``base`` (defaults or the app's own), TOML file, environment, overrides."""
-    settings = base or Settings()
-    env = os.environ if environ is None else environ
-    path = config_file or env.get(ENV_PREFIX + "CONFIG")
-    if path:
-        try:
-            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ImproperlyConfigured(f"cannot read config file {path}: {exc}") from exc
-        settings = settings.with_updates(data, str(path))
-    settings = settings.with_updates(from_env(env), "environment")
-    if overrides:
-        settings = settings.with_updates(
-            {k: v for k, v in overrides.items() if v is not None}, "command line"
-        )
-    return settings
+    return resolve(sources(config_file, overrides, environ), base, sections)

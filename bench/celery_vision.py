@@ -17,14 +17,14 @@ import boto3
 import httpx
 from botocore.config import Config
 
-from asyncworker.vision.classification import (
+from asyncworker.contrib.vision.classification import (
     analysis_record,
     answer_text,
     chat_request,
     data_url,
     parse_answer,
 )
-from asyncworker.vision.s3 import S3Path
+from asyncworker.contrib.vision.s3 import S3Path
 
 from .celery_app import app
 

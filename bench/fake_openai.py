@@ -29,7 +29,7 @@ from typing import Any
 
 from aiohttp import ClientSession, web
 
-from asyncworker.vision.classification import CATEGORIES, RECYCLABLE
+from asyncworker.contrib.vision.classification import CATEGORIES, RECYCLABLE
 
 
 def expected_answer(image: bytes) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 
@@ -14,10 +15,71 @@ def _fmt(value: Any, digits: int = 0) -> str:
     return str(value)
 
 
-def _ratio(ours: float, theirs: float) -> str:
+def _ratio(ours: float, theirs: float, digits: int = 1) -> str:
     if not theirs:
         return "∞" if ours else "–"
-    return f"{ours / theirs:.1f}×"
+    return f"{ours / theirs:.{digits}f}×"
+
+
+def _with_spread(row: dict[str, Any], key: str, digits: int = 0) -> str:
+    """A row's figure, and the min–max of its runs when it had several (``--repeat``)."""
+    runs = row.get(f"{key}_runs", [])
+    if len(runs) < 2:
+        return _fmt(row[key], digits)
+    return f"{_fmt(row[key], digits)} ({_fmt(min(runs), digits)}–{_fmt(max(runs), digits)})"
+
+
+def _ratios(new: list[float], old: list[float]) -> dict[str, float] | None:
+    """new ÷ old of the medians, and the lowest and highest ratio of any new run to any old one."""
+    if not new or not old or min(old) <= 0:
+        return None
+    return {"ratio": round(median(new) / median(old), 3),
+            "low": round(min(new) / max(old), 3), "high": round(max(new) / min(old), 3)}
+
+
+def against(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each baseline row (``--baseline``) against its twin on this tree, new ÷ old.
+
+    Throughput and CPU per task, from every run's figures: a low–high range that
+    excludes 1 means every new run beat (or lost to) every old one.
+    """
+    rows = {(r["workload"], r["config"]): r for r in results}
+    out = []
+    for old in results:
+        new = rows.get((old["workload"], old.get("twin_of", "")))
+        if not old.get("baseline") or new is None:
+            continue
+        out.append({
+            "workload": old["workload"], "config": new["config"], "baseline": old["config"],
+            "runs": [len(new["throughput_runs"]), len(old["throughput_runs"])],
+            "throughput": _ratios(new["throughput_runs"], old["throughput_runs"]),
+            "cpu_ms_per_task": _ratios(new["cpu_ms_per_task_runs"],
+                                       old["cpu_ms_per_task_runs"]),
+        })
+    return out
+
+
+def _ratio_cell(ratios: dict[str, float] | None) -> str:
+    if ratios is None:
+        return "–"
+    if ratios["low"] == ratios["high"]:
+        return f"{ratios['ratio']:.2f}×"
+    return f"{ratios['ratio']:.2f}× ({ratios['low']:.2f}–{ratios['high']:.2f}×)"
+
+
+def _against_lines(data: dict[str, Any], workload: str) -> list[str]:
+    """The "Against <ref>" table of one workload; none without a baseline."""
+    base = data.get("baseline")
+    pairs = [a for a in base["against"] if a["workload"] == workload] if base else []
+    if not base or not pairs:
+        return []
+    lines = [f"#### Against {base['ref']} ({base['commit']})", "",
+             "| Worker | Runs new + old | Tasks/s new ÷ old | CPU ms/task new ÷ old |",
+             "|---|---:|---:|---:|"]
+    lines += [f"| {a['config']} | {a['runs'][0]} + {a['runs'][1]} "
+              f"| {_ratio_cell(a['throughput'])} | {_ratio_cell(a['cpu_ms_per_task'])} |"
+              for a in pairs]
+    return [*lines, ""]
 
 
 def markdown(data: dict[str, Any]) -> str:
@@ -36,9 +98,23 @@ def markdown(data: dict[str, Any]) -> str:
         "**memory** = this row's peak RSS ÷ asyncworker's.",
         "",
     ]
+    if any(len(r.get("throughput_runs", [])) > 1 for r in data["results"]):
+        lines += ["Rows run more than once (`--repeat`) show the median, with the min–max "
+                  "in brackets.", ""]
+    if base := data.get("baseline"):
+        lines += [
+            f"`asyncworker@{base['commit']}` rows run the same worker with asyncworker imported "
+            f"from commit {base['commit']} (`--baseline {base['ref']}`) and the tasks from this "
+            "tree. **Against** gives this tree ÷ that commit for each pair: the ratio of the "
+            "medians, in brackets the lowest and highest ratio of any new run to any old run "
+            "(a range that excludes 1.00× means every new run beat, or lost to, every old run: "
+            "by chance alone 1 time in 10 with 3 runs a side, 1 in 126 with 5).",
+            "",
+        ]
     for workload in dict.fromkeys(r["workload"] for r in data["results"]):
         rows = [r for r in data["results"] if r["workload"] == workload]
-        ours = next((r for r in rows if r["kind"] == "asyncworker"), None)
+        ours = next((r for r in rows if r["kind"] == "asyncworker" and not r.get("baseline")),
+                    None)
         lines += [
             f"### {workload}",
             "",
@@ -53,14 +129,15 @@ def markdown(data: dict[str, Any]) -> str:
                                                                      ours["peak_rss_mb"])
             name = f"**{r['config']}**" if r is ours else r["config"]
             lines.append(
-                f"| {name} | {_fmt(r['throughput'])} | {_fmt(r['littles_law_ideal'])} "
+                f"| {name} | {_with_spread(r, 'throughput')} | {_fmt(r['littles_law_ideal'])} "
                 f"| {speedup} | {_fmt(r['latency_p50_ms'])} | {_fmt(r['latency_p95_ms'])} "
                 f"| {_fmt(r['latency_p99_ms'])} | {_fmt(r['peak_rss_mb'])} | {memory} "
-                f"| {_fmt(r['cpu_ms_per_task'], 2)} | {r['errors']} |")
+                f"| {_with_spread(r, 'cpu_ms_per_task', 2)} | {r['errors']} |")
         notes = [f"{r['config']}: {n}" for r in rows for n in r["notes"]]
         if notes:
             lines += ["", *[f"- {n}" for n in notes]]
         lines.append("")
+        lines += _against_lines(data, workload)
     f = data["floors"]
     lines += [
         "### Floors (one asyncio process doing only that)",
@@ -87,7 +164,8 @@ def chart(data: dict[str, Any], path: Path) -> None:
     for col, workload in enumerate(workloads):
         rows = [r for r in data["results"] if r["workload"] == workload]
         labels = [r["config"] for r in rows]
-        colors = ["#2a7ab0" if r["kind"] == "asyncworker" else "#b0b0b0" for r in rows]
+        colors = ["#b0b0b0" if r["kind"] != "asyncworker"
+                  else "#8fc1e3" if r.get("baseline") else "#2a7ab0" for r in rows]
         for row, (key, title) in enumerate((("throughput", "tasks/s"),
                                             ("peak_rss_mb", "peak RSS, MB"))):
             ax = axes[row][col]

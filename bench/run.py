@@ -3,9 +3,20 @@
     python -m bench            # full run, ~15 minutes; results in bench/results/
     python -m bench --quick    # a smaller run, under 3 minutes
 
+    # this tree against HEAD~1, five runs a side (scratch output: bench/results/tmp)
+    python -m bench --quick --workloads noop,sleep --configs asyncworker --baseline HEAD~1 \\
+        --repeat 5 --out bench/results/tmp
+
+With ``--baseline REF`` each asyncworker row of noop and sleep gets a twin,
+``asyncworker@<commit>``, whose worker imports asyncworker from a temporary git
+worktree of REF (and the tasks from this tree); ``--repeat N`` runs every
+asyncworker row N times, interleaved with its twin, and reports the medians.
+
 Every run uses the same RabbitMQ queue (``bench``), the same PostgreSQL
 ``celery_taskmeta`` (database ``asyncworker_bench``) and tasks published by a
-real Celery client. A run has two phases:
+real Celery client; nothing else may use them meanwhile, as each run empties
+them (``BENCH_DSN`` and ``BENCH_BROKER_URL`` point the bench elsewhere). A run
+has two phases:
 
 1. Throughput: the queue is filled first, then the worker starts; tasks per
    second are counted between the 10th and 90th percentile of the result rows'
@@ -26,19 +37,21 @@ import json
 import math
 import os
 import platform
+import shlex
 import signal
+import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import psycopg2
 
-from . import floors, report, servers
+from . import baseline, floors, report, servers
 from .measure import TreeSampler, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,6 +61,12 @@ DSN = os.environ.get("BENCH_DSN",
 QUEUE = "bench"
 BUCKET = "bench-images"
 GPT_LATENCY = "lognormal:1.0:0.2"  # median 1 s, as a vision model call takes
+# -P: the worker's cwd (this tree) must not come before PYTHONPATH, or a baseline
+# worker would import this tree's asyncworker; PYTHONPATH then names the tree.
+ASYNCWORKER_PYTHON = (sys.executable, "-P")
+ALL_WORKLOADS = "sleep,vision,noop"
+BASELINE_WORKLOADS = ("noop", "sleep")
+NO_BASELINE = "its task modules import asyncworker internals, whose paths may differ by version"
 
 
 @dataclass(frozen=True)
@@ -59,6 +78,8 @@ class Config:
     concurrency: int
     pool: str = ""  # Celery's -P; "uvloop" for asyncworker on uvloop
     tuned: bool = False
+    baseline: str = ""  # short commit whose asyncworker runs; "" = this tree
+    twin_of: str = ""  # for a baseline row: the label of the same set-up on this tree
 
 
 @dataclass(frozen=True)
@@ -80,6 +101,8 @@ class Result:
     kind: str
     workload: str
     concurrency: int
+    baseline: str = ""
+    twin_of: str = ""
     tasks_published: int = 0
     tasks_done: int = 0
     throughput: float = 0.0
@@ -93,6 +116,9 @@ class Result:
     cpu_ms_per_task: float | None = None
     errors: int = 0
     notes: list[str] = field(default_factory=list)
+    # Every run's figures, in run order (one unless --repeat); the fields above are medians.
+    throughput_runs: list[float] = field(default_factory=list)
+    cpu_ms_per_task_runs: list[float] = field(default_factory=list)
 
 
 def configs_for(workload: Workload, quick: bool) -> list[Config]:
@@ -111,6 +137,67 @@ def configs_for(workload: Workload, quick: bool) -> list[Config]:
     return out
 
 
+def baseline_twin(config: Config, commit: str) -> Config:
+    """``config`` with asyncworker imported from ``commit``: ``asyncworker@<commit> -c 100``."""
+    return replace(config, label=config.label.replace("asyncworker", f"asyncworker@{commit}", 1),
+                   baseline=commit, twin_of=config.label)
+
+
+def selected(config: Config, wanted: list[str]) -> bool:
+    """Whether ``--configs`` keeps ``config``: a part of its label, or its kind, was named."""
+    return not wanted or any(s in config.label or s == config.kind for s in wanted)
+
+
+def plan(chosen: list[Workload], quick: bool, wanted: list[str], commit: str,
+         repeat: int) -> list[tuple[Config, Workload]]:
+    """Every run in order, workload by workload.
+
+    asyncworker rows come first, each followed by its baseline twin (when ``commit``
+    is set), and the lot ``repeat`` times over: new, old, new, old..., so drift in
+    the machine's speed falls on both sides alike. Celery rows run once.
+    """
+    steps: list[tuple[Config, Workload]] = []
+    for workload in chosen:
+        configs = [c for c in configs_for(workload, quick) if selected(c, wanted)]
+        ours = [c for c in configs if c.kind == "asyncworker"]
+        if commit and workload.name in BASELINE_WORKLOADS:
+            ours = [twin for c in ours for twin in (c, baseline_twin(c, commit))]
+        steps += [(c, workload) for _ in range(repeat) for c in ours]
+        steps += [(c, workload) for c in configs if c.kind != "asyncworker"]
+    return steps
+
+
+def merge(runs: list[Result]) -> Result:
+    """One row from a configuration's runs.
+
+    Totals (tasks, CPU seconds, errors) are summed, peak RSS is the highest, and
+    the per-run figures (throughput, CPU per task, latency) are medians; every
+    run's throughput and CPU per task are kept for the spread.
+    """
+    def median(key: str, digits: int = 1) -> float | None:
+        values = [v for r in runs if (v := getattr(r, key)) is not None]
+        return round(statistics.median(values), digits) if values else None
+
+    many = len(runs) > 1
+    return replace(
+        runs[0],
+        tasks_published=sum(r.tasks_published for r in runs),
+        tasks_done=sum(r.tasks_done for r in runs),
+        throughput=median("throughput") or 0.0,
+        latency_rate=median("latency_rate") or 0.0,
+        latency_p50_ms=median("latency_p50_ms"),
+        latency_p95_ms=median("latency_p95_ms"),
+        latency_p99_ms=median("latency_p99_ms"),
+        peak_rss_mb=max(r.peak_rss_mb for r in runs),
+        cpu_s=round(sum(r.cpu_s for r in runs), 2),
+        cpu_ms_per_task=median("cpu_ms_per_task", 3),
+        errors=sum(r.errors for r in runs),
+        notes=[f"run {i}: {n}" if many else n for i, r in enumerate(runs, 1) for n in r.notes],
+        throughput_runs=[r.throughput for r in runs],
+        cpu_ms_per_task_runs=[r.cpu_ms_per_task for r in runs if r.cpu_ms_per_task is not None],
+    )
+
+
 def workloads(quick: bool) -> list[Workload]:
     """sleep, vision and noop, with their asyncworker concurrency."""
     budget = 3.0 if quick else 12.0
@@ -125,9 +212,11 @@ def workloads(quick: bool) -> list[Workload]:
 class Bench:
     """Runs configurations one after another and collects their results."""
 
-    def __init__(self, quick: bool, scale: float, progress: bool, log_path: Path) -> None:
+    def __init__(self, quick: bool, scale: float, progress: bool, log_path: Path,
+                 tree: baseline.Baseline | None = None) -> None:
         from celery import Celery
 
+        self.baseline = tree
         self.quick = quick
         self.scale = scale
         self.progress = progress
@@ -204,13 +293,36 @@ class Bench:
             env["BENCH_GEVENT_TUNED"] = "1"
         if config.pool == "uvloop":
             env["ASYNCWORKER_WORKER_EVENT_LOOP"] = "uvloop"
+        if config.kind == "asyncworker":
+            env["PYTHONPATH"] = baseline.python_path(self._source(config)[0], REPO,
+                                                     os.environ.get("PYTHONPATH"))
         return env
+
+    def _source(self, config: Config) -> tuple[Path, Path]:
+        """The folder put first on an asyncworker worker's path, and the tree it stands for."""
+        if not config.baseline:
+            return REPO, REPO
+        assert self.baseline is not None and self.baseline.commit == config.baseline
+        return self.baseline.path, self.baseline.tree
+
+    def check_source(self, config: Config) -> Path:
+        """Where ``config``'s worker imports asyncworker from; fails unless from its own tree.
+
+        Same interpreter, flags, environment and folder as the worker, so the same
+        ``sys.path``: a comparison that ran one tree's code twice would be worthless.
+        """
+        found = baseline.imported_from(ASYNCWORKER_PYTHON, self._env(config), REPO)
+        expected = baseline.package_init(self._source(config)[1])
+        if found != expected:
+            raise RuntimeError(f"{config.label}: asyncworker imported from {found}, "
+                               f"not {expected}")
+        return found
 
     def _command(self, config: Config, workload: Workload) -> list[str]:
         vision = workload.name == "vision"
         if config.kind == "asyncworker":
             app = "bench.vision_app:app" if vision else "bench.apps:app"
-            return [sys.executable, "-m", "asyncworker", "worker", "-A", app, "-Q", QUEUE,
+            return [*ASYNCWORKER_PYTHON, "-m", "asyncworker", "worker", "-A", app, "-Q", QUEUE,
                     "-c", str(config.concurrency), "--prefetch-multiplier", "4"]
         app = "bench.celery_vision" if vision else "bench.celery_app"
         return [sys.executable, "-m", "celery", "-A", app, "worker", "-P", config.pool,
@@ -226,10 +338,26 @@ class Bench:
                          f"{done:>6}/{total:<6} {rate:8.1f}/s ")
         sys.stderr.flush()
 
-    # -- one run ---------------------------------------------------------------
+    # -- runs ------------------------------------------------------------------
+    def run(self, steps: list[tuple[Config, Workload]], repeat: int) -> list[Result]:
+        """Every step of a :func:`plan`; one merged row per configuration and workload."""
+        if self.baseline:
+            for config in dict.fromkeys(c for c, _ in steps if c.kind == "asyncworker"):
+                print(f"[source] {config.label}: asyncworker from {self.check_source(config)}",
+                      file=sys.stderr)
+        runs: dict[tuple[str, str], list[Result]] = {}
+        for index, (config, workload) in enumerate(steps, 1):
+            same = runs.setdefault((config.label, workload.name), [])
+            repeated = repeat > 1 and config.kind == "asyncworker"
+            nth = f" (run {len(same) + 1} of {repeat})" if repeated else ""
+            print(f"[{index}/{len(steps)}] {config.label} / {workload.name}{nth}", file=sys.stderr)
+            same.append(self.run_one(config, workload))
+        return [merge(same) for same in runs.values()]
+
     def run_one(self, config: Config, workload: Workload) -> Result:
         """Both phases for one configuration and workload."""
-        result = Result(config.label, config.kind, workload.name, config.concurrency)
+        result = Result(config.label, config.kind, workload.name, config.concurrency,
+                        config.baseline, config.twin_of)
         if workload.service_time:
             result.littles_law_ideal = round(config.concurrency / workload.service_time, 1)
         budget = workload.budget * max(self.scale, 0.05)
@@ -410,55 +538,105 @@ def machine() -> dict[str, Any]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command line entry point."""
-    parser = argparse.ArgumentParser(description=__doc__,
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line, checked."""
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer configurations, short runs")
     parser.add_argument("--scale", type=float, default=1.0,
                         help="multiply every run's time budget (the smoke test uses 0.1)")
-    parser.add_argument("--workloads", default="sleep,vision,noop")
+    parser.add_argument("--workloads", default=ALL_WORKLOADS)
     parser.add_argument("--configs", default="",
                         help="only configurations whose label contains one of these "
-                             "comma-separated strings (e.g. asyncworker,prefork -c 2)")
+                             "comma-separated strings (e.g. asyncworker,prefork -c 2), or "
+                             "whose kind is one (asyncworker, celery); baseline twins follow")
+    parser.add_argument("--baseline", default="", metavar="REF",
+                        help="also run each noop and sleep asyncworker row with asyncworker "
+                             "from this git revision (e.g. HEAD~1), checked out in a "
+                             "temporary worktree, and compare")
+    parser.add_argument("--repeat", type=int, default=1, metavar="N",
+                        help="run each asyncworker row N times, interleaved with its baseline "
+                             "twin; report medians with the min–max")
     parser.add_argument("--out", type=Path, default=None,
                         help="output folder (default bench/results)")
     parser.add_argument("--name", default=None, help="file stem (default: full or quick)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    if args.baseline:
+        try:
+            baseline.resolve(REPO, args.baseline)
+        except ValueError as error:
+            parser.error(str(error))
+    return args
 
+
+def command_line(args: argparse.Namespace) -> str:
+    """The command the report names: every option that changes what is measured."""
+    parts = ["python -m bench"]
+    if args.quick:
+        parts.append("--quick")
+    if args.scale != 1.0:
+        parts.append(f"--scale {args.scale}")
+    if args.workloads != ALL_WORKLOADS:
+        parts.append(f"--workloads {args.workloads}")
+    if args.configs:
+        parts.append(f"--configs {shlex.quote(args.configs)}")
+    if args.baseline:
+        parts.append(f"--baseline {shlex.quote(args.baseline)}")
+    if args.repeat != 1:
+        parts.append(f"--repeat {args.repeat}")
+    return " ".join(parts)
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    """SIGTERM as Ctrl-C: the workers (in sessions of their own) and the worktree are cleaned up."""
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry point."""
+    args = parse_args(argv)
     out_dir = args.out or REPO / "bench" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
     name = args.name or ("quick" if args.quick else "full")
     chosen = [w for w in workloads(args.quick) if w.name in args.workloads.split(",")]
-    bench = Bench(args.quick, args.scale, not args.no_progress and sys.stderr.isatty(),
-                  out_dir / f"{name}.workers.log")
-    bench.log_path.write_bytes(b"")
-    results: list[Result] = []
+    wanted = [s for s in args.configs.split(",") if s]
     started = time.monotonic()
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.callback(signal.signal, signal.SIGTERM, signal.signal(signal.SIGTERM, _interrupt))
+        tree: baseline.Baseline | None = None
+        if args.baseline:
+            tree = stack.enter_context(baseline.checkout(REPO, args.baseline))
+        bench = Bench(args.quick, args.scale, not args.no_progress and sys.stderr.isatty(),
+                      out_dir / f"{name}.workers.log", tree)
+        bench.log_path.write_bytes(b"")
+        steps = plan(chosen, args.quick, wanted, tree.commit if tree else "", args.repeat)
+        skipped = [w.name for w in chosen if tree and w.name not in BASELINE_WORKLOADS]
+        if skipped:
+            print(f"[baseline] none for {', '.join(skipped)}: {NO_BASELINE}", file=sys.stderr)
+        stack.callback(bench.stop_servers)
         if any(w.name == "vision" for w in chosen):
             bench.start_servers()
-        wanted = [s for s in args.configs.split(",") if s]
-        plan = [(c, w) for w in chosen for c in configs_for(w, args.quick)
-                if not wanted or any(s in c.label for s in wanted)]
-        for index, (config, workload) in enumerate(plan, 1):
-            print(f"[{index}/{len(plan)}] {config.label} / {workload.name}", file=sys.stderr)
-            results.append(bench.run_one(config, workload))
+        results = bench.run(steps, args.repeat)
         print("[floors] raw broker, database and S3 rates", file=sys.stderr)
         floor = bench.floors()
-    finally:
-        bench.stop_servers()
-    data = {
+    for r in results:
+        if r.kind == "asyncworker" and not r.baseline and r.workload in skipped:
+            r.notes.append(f"no baseline row: {NO_BASELINE}")
+    data: dict[str, Any] = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": "python -m bench" + (" --quick" if args.quick else "")
-                   + (f" --scale {args.scale}" if args.scale != 1.0 else ""),
+        "command": command_line(args),
         "duration_s": round(time.monotonic() - started, 1),
         "machine": machine(),
         "gpt_latency": GPT_LATENCY,
         "floors": floor,
         "results": [asdict(r) for r in results],
     }
+    if tree:
+        data["baseline"] = {"ref": tree.ref, "commit": tree.commit,
+                            "against": report.against(data["results"])}
     (out_dir / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
     markdown = report.markdown(data)
     (out_dir / f"{name}.md").write_text(markdown)

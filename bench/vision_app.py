@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from asyncworker.contrib.vision import pipeline
 from asyncworker.task import Task
-from asyncworker.vision import pipeline
 
 from .apps import app
 

@@ -8,6 +8,8 @@ from .base import ResultBackend, StoredResult, TaskOutcome
 
 __all__ = ["ResultBackend", "StoredResult", "TaskOutcome", "create", "normalize_url"]
 
+_MEMORY: dict[str, ResultBackend] = {}
+
 
 def normalize_url(url: str) -> tuple[str, str]:
     """(kind, url for the driver): accepts Celery's ``db+postgresql+driver://`` forms."""
@@ -20,6 +22,8 @@ def normalize_url(url: str) -> tuple[str, str]:
         return "postgresql", f"postgresql://{rest}"
     if base in ("redis", "rediss"):
         return "redis", f"{base}://{rest}"
+    if base == "memory":
+        return "memory", url
     raise ImproperlyConfigured(f"unsupported result_backend scheme {scheme!r}")
 
 
@@ -28,6 +32,11 @@ def create(settings: Settings) -> ResultBackend | None:
     if not settings.result_backend:
         return None
     kind, url = normalize_url(settings.result_backend)
+    if kind == "memory":
+        from .memory import MemoryBackend
+
+        # Shared by URL within a process, like memory:// brokers.
+        return _MEMORY.setdefault(url, MemoryBackend(settings.result_serializer))
     if kind == "postgresql":
         from .postgres import PostgresBackend
 

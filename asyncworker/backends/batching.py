@@ -54,8 +54,9 @@ class BatchWriter:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((row, future))
         self._wakeup.set()
-        # A cancelled caller (cold shutdown) does not cancel the write itself.
-        await asyncio.shield(future)
+        # A cancelled caller (cold shutdown) cancels only its future: the row
+        # stays queued and is written all the same (no shield needed).
+        await future
 
     async def _run(self) -> None:
         while True:

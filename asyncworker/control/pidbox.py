@@ -4,29 +4,31 @@ Declares ``celery.pidbox`` (fanout) and the node's queue
 ``<nodename>.celery.pidbox`` exactly as kombu does, consumes it without acks,
 and answers the commands registered in ``handlers``. Replies go to the
 ``reply_to`` exchange and routing key a client gave, as ``{nodename: result}``
-with its ``ticket``. Commands are plain async functions, so the inspect and
-control commands of later work plug in by adding entries.
+with its ``ticket``. It is a worker service (started first, stopped last);
+the commands it answers are the app's ``control_commands`` (see
+``commands.py``), each called as ``command(worker, **arguments)``.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
-
-from aio_pika.abc import AbstractIncomingMessage
+from typing import TYPE_CHECKING, Any
 
 from .. import serialization
-from ..broker.amqp import AmqpBroker
+from ..broker.base import Broker, Delivery
 from ..broker.topology import ExchangeSpec, QueueSpec
 from ..logging import get_logger
+from ..plugins import ControlCommand
 from ..protocol import OutgoingMessage
+from ..services import MAILBOX, Service
+
+if TYPE_CHECKING:
+    from ..worker.worker import Worker
 
 log = get_logger("pidbox")
-
-Handler = Callable[..., Awaitable[Any]]
 
 PIDBOX_EXCHANGE = ExchangeSpec("celery.pidbox", "fanout", durable=False)
 NO_REPLY = object()
@@ -39,22 +41,30 @@ def node_queue(nodename: str) -> QueueSpec:
                      arguments={"x-expires": 10000, "x-message-ttl": 300000})
 
 
-class Mailbox:
+class Mailbox(Service):
     """Consumes the node's pidbox queue and dispatches commands."""
 
-    def __init__(self, broker: AmqpBroker, nodename: str) -> None:
-        self.broker = broker
-        self.nodename = nodename
-        self.handlers: dict[str, Handler] = {}
+    name = "mailbox"
+    order = MAILBOX
+
+    def __init__(self) -> None:
+        self.broker: Broker | None = None
+        self.nodename = ""
+        self.handlers: dict[str, ControlCommand] = {}
         self.clock = 0
         self.accept = serialization.accepted(["json"])
 
-    def register(self, name: str, handler: Handler) -> None:
-        """Answer the command ``name`` with ``handler(**arguments)``."""
-        self.handlers[name] = handler
+    async def start(self, worker: Worker) -> None:
+        """Answer the app's control commands for ``worker``."""
+        self.broker = worker.broker
+        self.nodename = worker.settings.worker_nodename
+        self.handlers = {name: functools.partial(command, worker)
+                         for name, command in worker.app.control_commands.items()}
+        await self.listen()
 
-    async def start(self) -> bool:
+    async def listen(self) -> bool:
         """Declare and consume the mailbox queue; False (logged) when that fails."""
+        assert self.broker is not None
         try:
             await self.broker.consume(node_queue(self.nodename), self.on_message,
                                       passive=False, no_ack=True, purpose="control")
@@ -77,8 +87,9 @@ class Mailbox:
             return fnmatch.fnmatch(self.nodename, pattern)
         return not destination or self.nodename in destination
 
-    async def on_message(self, message: AbstractIncomingMessage) -> None:
+    async def on_message(self, message: Delivery) -> None:
         """Handle one control message; never raises."""
+        assert self.broker is not None
         try:
             body = serialization.loads(message.body, message.content_type,
                                        message.content_encoding, self.accept)
@@ -87,7 +98,7 @@ class Mailbox:
             return
         if not isinstance(body, dict) or not self._for_us(body):
             return
-        expires = (message.headers or {}).get("expires")
+        expires = message.headers.get("expires")
         if isinstance(expires, (int, float)) and expires and expires < time.time():
             return
         method = str(body.get("method"))

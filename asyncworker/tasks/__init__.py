@@ -1,20 +1,17 @@
 """The default app served when ``worker`` gets no ``--app``.
 
-It reads the deployment's settings (``config/vision_analysis.toml`` unless
-``ASYNCWORKER_CONFIG`` names another file) and registers the sample tasks and
-the vision pipeline tasks.
+It runs the sample tasks and the vision plugin, with the Growbin deployment's
+settings read from the copy of ``vision_analysis.toml`` shipped inside the
+package (so a wheel started from any directory finds it); ``--config`` or
+``ASYNCWORKER_CONFIG`` names another file instead.
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 from ..app import App
+from ..contrib.vision import VisionPlugin, deployment_config
+from . import sample
 
-_CONFIG = Path(__file__).resolve().parents[2] / "config" / "vision_analysis.toml"
-
-_default_config = str(_CONFIG) if _CONFIG.exists() else None
-app = App("asyncworker", config_file=os.environ.get("ASYNCWORKER_CONFIG") or _default_config)
-
-from . import sample, vision  # noqa: E402,F401  (registers tasks on app)
+app = App("asyncworker", config_file=deployment_config())
+sample.register(app)
+app.use(VisionPlugin())

@@ -1,24 +1,29 @@
-"""Run one task and settle its message: call, store the outcome, ack or reject.
+"""Run an admitted job, then store, settle and close it.
 
-Ack policy, as Celery's: without ``acks_late`` the message is acked when the
-task starts; with it, after the outcome is stored (so a crash before the write
-means redelivery, never a lost result). A task cancelled by a cold shutdown is
-not lost either: a late-ack message is requeued, and an early-acked one is
-published again before the worker exits (Celery loses those).
+``execute`` is the end of the admission chain: it acks early unless the task
+is late-ack, fires ``task_started``, stores STARTED when asked, and runs the
+execution chain (time limit → current request → body). Whatever happens
+becomes an ``Outcome``, and ``finish`` takes it from there:
+
+1. every outcome step's ``before_store`` (autoretry, ``on_success`` /
+   ``on_failure``, callbacks and the next chain step);
+2. the state write (SUCCESS, FAILURE, RETRY, REVOKED, by ``ignore_result``);
+3. every ``after_store`` (publish a retry, ``on_retry``, chord parts, chain
+   failure, dead-letter copies);
+4. exactly one closing hook;
+5. settle the message by the ack policy: nothing late-acked is acked before
+   its state is stored; what cannot be stored is dead-lettered, never acked.
+
+A task cancelled by a cold shutdown is not lost: a late-ack message is
+requeued, and an early-acked one is published again before the worker exits
+(Celery loses those).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import functools
-import inspect
 import os
-import time
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
-
-from aio_pika.abc import AbstractIncomingMessage
+from collections.abc import Awaitable, Callable, Sequence
 
 from .. import states
 from ..backends.base import (
@@ -28,93 +33,179 @@ from ..backends.base import (
     exception_to_meta,
     format_traceback,
 )
-from ..broker.amqp import AmqpBroker, settle
-from ..canvas import Canvas
+from ..broker.base import Broker
 from ..deadletter import DeadLetters
-from ..exceptions import Ignore, Reject, Retry, TaskRevokedError
+from ..exceptions import Ignore, NotRegistered, Reject, Retry, TaskRevokedError
+from ..hooks import WorkerHooks
 from ..logging import get_logger
-from ..protocol import OutgoingMessage
-from ..task import Request, Task, set_current_request
-from . import timelimits
-from .hooks import WorkerHooks
-from .retry import autoretry, retry_message, retry_route
+from .job import (
+    ACTIVE,
+    CANCELLED,
+    FAILURE,
+    IGNORED,
+    REJECTED,
+    RETRY,
+    REVOKED,
+    SUCCESS,
+    Job,
+    Outcome,
+)
+from .middleware import CallNext
+from .outcomes import OutcomeStep
+from .state import WorkerState
 
 log = get_logger("executor")
 
-
-class Delivery:
-    """A received message, the queue it came from, and whether it is settled."""
-
-    __slots__ = ("dead_letters", "message", "queue", "settled")
-
-    def __init__(self, message: AbstractIncomingMessage, queue: str | None = None,
-                 dead_letters: DeadLetters | None = None) -> None:
-        self.message = message
-        self.queue = queue
-        self.dead_letters = dead_letters
-        self.settled = False
-
-    async def dead_letter(self, task_id: str | None, reason: str,
-                          exc: BaseException | None = None) -> None:
-        """Reject for good; the message is kept in a dead-letter queue."""
-        if self.settled:
-            # Acked early, then refused by the task: keep a copy all the same.
-            if self.dead_letters is not None and self.queue:
-                try:
-                    await self.dead_letters.copy(self.message, self.queue, reason, exc)
-                except Exception as err:
-                    log.error("could not keep dead letter", task_id=task_id, error=repr(err))
-            return
-        self.settled = True
-        if self.dead_letters is None:
-            await settle(self.message, "reject", requeue=False, task_id=task_id)
-        else:
-            await self.dead_letters.reject(self.message, self.queue, reason, exc)
-
-    async def ack(self, task_id: str | None) -> None:
-        """Ack once; later calls do nothing."""
-        if not self.settled:
-            self.settled = True
-            await settle(self.message, "ack", task_id=task_id)
-
-    async def reject(self, task_id: str | None, requeue: bool) -> None:
-        """Reject once (dead-lettered by the broker when not requeued)."""
-        if not self.settled:
-            self.settled = True
-            await settle(self.message, "reject", requeue=requeue, task_id=task_id)
+# Which Celery state each outcome stores (REJECTED only for an unknown task).
+_STATE = {SUCCESS: states.SUCCESS, FAILURE: states.FAILURE, RETRY: states.RETRY,
+          REVOKED: states.REVOKED}
+# The closing hook of each outcome.
+_CLOSING = {SUCCESS: "task_succeeded", FAILURE: "task_failed", RETRY: "task_retried",
+            REJECTED: "task_rejected", IGNORED: "task_ignored", REVOKED: "task_revoked",
+            CANCELLED: "task_cancelled"}
 
 
-async def _maybe_await(value: Any) -> Any:
-    if inspect.isawaitable(value):
-        return await value
-    return value
+class ResultNotStored(Exception):
+    """The task succeeded but its result could not be written (the message is kept)."""
 
 
 class Executor:
-    """Runs tasks; one instance per worker."""
+    """Runs jobs and finishes them; one instance per worker."""
 
     def __init__(
         self,
         backend: ResultBackend | None,
-        broker: AmqpBroker,
-        threads: ThreadPoolExecutor,
+        broker: Broker,
         hooks: WorkerHooks,
+        state: WorkerState,
         hostname: str,
-        canvas: Canvas,
-        publish_timeout: float = 60.0,
-        dead_letter_failures: bool = False,
+        dead_letters: DeadLetters | None = None,
     ) -> None:
-        self.dead_letter_failures = dead_letter_failures
-        self.canvas = canvas
         self.backend = backend
         self.broker = broker
-        self.threads = threads
         self.hooks = hooks
+        self.state = state
         self.hostname = hostname
-        self.publish_timeout = publish_timeout
+        self.dead_letters = dead_letters
+        self.steps: Sequence[OutcomeStep] = ()
+        self.run: CallNext | None = None  # the execution chain, set by the worker
+
+    # -- running -------------------------------------------------------------
+    async def execute(self, job: Job) -> None:
+        """Run an admitted job and finish it (the end of the admission chain)."""
+        task, request = job.task, job.request
+        assert task is not None and request is not None and self.run is not None
+        self.state.move(job, ACTIVE)
+        if not task.option("acks_late"):
+            await job.delivery.ack()
+            job.acked_early = True
+        job.mark_started()
+        self.hooks.task_started(job)
+        if task.option("track_started") and not request.ignore_result:
+            await self.store(TaskOutcome(request.id, states.STARTED,
+                                         {"pid": os.getpid(), "hostname": self.hostname},
+                                         None, request))
+        try:
+            await self.run(job)
+            outcome = job.outcome
+            assert outcome is not None
+        except asyncio.CancelledError:
+            if job.terminated:
+                # Revoked with terminate=True: a final REVOKED, not a requeue.
+                current = asyncio.current_task()
+                if current is not None:
+                    current.uncancel()
+                await self.finish(job, Outcome(REVOKED, reason="terminated"))
+                return
+            await asyncio.shield(self.finish(job, Outcome(CANCELLED)))
+            raise
+        except Ignore:
+            outcome = Outcome(IGNORED, reason="Ignore raised")
+        except Retry as exc:
+            reason = exc.exc if exc.exc is not None else exc
+            outcome = Outcome(RETRY, exc=reason, traceback=format_traceback(reason), retry=exc)
+        except Reject as exc:
+            outcome = Outcome(REJECTED, exc=exc, reason=f"task raised Reject({exc.reason!r})",
+                              requeue=bool(exc.requeue))
+        except Exception as exc:
+            outcome = Outcome(FAILURE, exc=exc, traceback=format_traceback(exc))
+        await self.finish(job, outcome)
+
+    # -- finishing -----------------------------------------------------------
+    async def finish(self, job: Job, outcome: Outcome) -> None:
+        """Steps, store, steps, settle and the closing hook, for ``outcome``."""
+        if outcome.kind == REVOKED and outcome.exc is None:
+            outcome.exc = TaskRevokedError(outcome.reason)
+        job.outcome = outcome
+        again = True
+        while again:
+            again = False
+            for step in self.steps:
+                await self._step(step.before_store, job)
+            stored = await self._store_outcome(job, job.outcome)
+            # The store may replace the outcome: an unencodable value is stored as
+            # its encoding error, and the job is then that FAILURE.
+            current = job.outcome
+            current.stored = stored
+            for step in self.steps:
+                await self._step(step.after_store, job)
+                if job.outcome is not current:
+                    again = True  # a step replaced the outcome: its round starts over
+                    break
+        outcome = job.outcome
+        if outcome.kind == SUCCESS and outcome.stored is False:
+            # Observers learn the truth: this task's result is not there.
+            job.outcome = Outcome(FAILURE, value=outcome.value, stored=False,
+                                  exc=ResultNotStored("result could not be stored"))
+        # Observers hear of the outcome once it is stored, before the ack, as
+        # Celery's events come before a late ack.
+        self.close(job)
+        await self._settle(job, outcome)
+
+    async def _step(self, phase: Callable[[Job], Awaitable[None]], job: Job) -> None:
+        try:
+            await phase(job)
+        except Exception as exc:
+            log.exception("outcome step failed", task_id=job.id, task=job.name,
+                          step=type(getattr(phase, "__self__", phase)).__name__,
+                          error=repr(exc))
+
+    async def _store_outcome(self, job: Job, outcome: Outcome) -> bool | None:
+        request, task = job.request, job.task
+        if request is None:
+            return None
+        kind = outcome.kind
+        if kind == REJECTED and isinstance(outcome.exc, NotRegistered):
+            state = states.FAILURE  # Celery stores an unknown task's failure too
+        else:
+            state = _STATE.get(kind, "")
+        if not state:
+            return None
+        if request.ignore_result and not (
+                kind in (FAILURE, RETRY) and task is not None
+                and task.option("store_errors_even_if_ignored")):
+            return None
+        if kind == SUCCESS:
+            result = outcome.value
+        else:
+            assert outcome.exc is not None
+            result = exception_to_meta(outcome.exc)
+        written = await self._write(TaskOutcome(request.id, state, result, outcome.traceback,
+                                                request, outcome.children))
+        if isinstance(written, ResultEncodeError):
+            # Clients will read this error, not the value: the task failed.
+            job.outcome = Outcome(FAILURE, value=outcome.value, exc=written,
+                                  traceback=format_traceback(written),
+                                  reason="result could not be encoded")
+            return True
+        return written
 
     async def store(self, outcome: TaskOutcome) -> bool:
-        """Store an outcome; on an unencodable value store the encoding error instead."""
+        """Store one state; on an unencodable value store the encoding error instead."""
+        return await self._write(outcome) is not False
+
+    async def _write(self, outcome: TaskOutcome) -> bool | ResultEncodeError:
+        """``store``, returning the encoding error when it was stored in the value's place."""
         if self.backend is None:
             return True
         try:
@@ -122,214 +213,102 @@ class Executor:
         except ResultEncodeError as exc:
             log.error("result not encodable; storing the error", task_id=outcome.task_id,
                       error=str(exc))
-            await self.backend.store(
-                TaskOutcome(outcome.task_id, states.FAILURE, exception_to_meta(exc),
-                            format_traceback(exc), outcome.request)
-            )
+            try:
+                await self.backend.store(
+                    TaskOutcome(outcome.task_id, states.FAILURE, exception_to_meta(exc),
+                                format_traceback(exc), outcome.request))
+            except Exception as err:
+                log.error("result could not be stored", task_id=outcome.task_id,
+                          error=repr(err))
+                return False
+            return exc
         except Exception as exc:
             log.error("result could not be stored", task_id=outcome.task_id,
                       state=outcome.state, error=repr(exc))
             return False
         return True
 
-    async def _call(self, task: Task, request: Request) -> Any:
-        # The message's [hard, soft] header wins over task options and settings.
-        hard = request.timelimit[0] if request.timelimit[0] is not None else task.option(
-            "time_limit")
-        soft = request.timelimit[1] if request.timelimit[1] is not None else task.option(
-            "soft_time_limit")
-        if task.is_async:
-            return await timelimits.run_coroutine(
-                task.run(*request.args, **request.kwargs), soft, hard)
-        # Plain functions run in the bounded thread pool, with self.request visible.
-        ctx = contextvars.copy_context()
-        call = functools.partial(ctx.run, task.run, *request.args, **request.kwargs)
-        return await timelimits.run_in_thread(self.threads, call, soft, hard)
-
-    async def execute(self, task: Task, request: Request, delivery: Delivery) -> None:
-        """Run ``task`` for ``request`` and settle ``delivery`` by the ack policy."""
-        acks_late = bool(task.option("acks_late"))
-        if not acks_late:
-            await delivery.ack(request.id)
-        self.hooks.task_started(request)
-        if task.option("track_started") and not request.ignore_result:
-            await self.store(TaskOutcome(request.id, states.STARTED,
-                                         {"pid": os.getpid(), "hostname": self.hostname},
-                                         None, request))
-        token = set_current_request(request)
-        started = time.monotonic()
-        try:
-            result = await self._call(task, request)
-        except asyncio.CancelledError:
-            if request.terminated:
-                # Revoked with terminate=True: a final REVOKED, not a requeue.
-                current = asyncio.current_task()
-                if current is not None:
-                    current.uncancel()
-                await self.revoke(request, delivery, "terminated")
-                return
-            await asyncio.shield(self._on_cancelled(request, delivery, acks_late))
-            raise
-        except Ignore:
-            await delivery.ack(request.id)
-        except Retry as exc:
-            await self._on_retry(task, request, delivery, exc)
-        except Reject as exc:
-            if exc.requeue:
-                await delivery.reject(request.id, requeue=True)
+    async def _settle(self, job: Job, outcome: Outcome) -> None:
+        """Ack, requeue or dead-letter the message, by the outcome and the ack policy."""
+        delivery = job.delivery
+        kind = outcome.kind
+        if kind == SUCCESS:
+            if outcome.stored is False:
+                # Ack nothing whose result is not stored: keep it as a dead letter.
+                await self.dead_letter(job, "result could not be stored")
             else:
-                await delivery.dead_letter(request.id, f"task raised Reject({exc.reason!r})",
-                                           exc)
-            self.hooks.task_rejected(request.id, f"task raised Reject({exc.reason!r})",
-                                     exc.requeue)
-        except Exception as exc:
-            retry = autoretry(task, request, exc)
-            if retry is not None:
-                await self._on_retry(task, request, delivery, retry)
+                await delivery.ack()
+        elif kind == FAILURE:
+            task = job.task
+            if outcome.stored is not False and task is not None and task.option(
+                    "acks_on_failure_or_timeout"):
+                await delivery.ack()
             else:
-                await self._on_failure(task, request, delivery, exc,
-                                       time.monotonic() - started)
-        else:
-            await self._on_success(task, request, delivery, result, time.monotonic() - started)
-        finally:
-            _reset(token)
+                await self.dead_letter(job, "task failed", outcome.exc)
+        elif kind == REJECTED:
+            if outcome.requeue:
+                await delivery.reject(requeue=True)
+            else:
+                await self.dead_letter(job, outcome.reason, outcome.exc)
+        elif kind == CANCELLED:
+            await self._give_back(job)
+        else:  # RETRY (published), IGNORED, REVOKED
+            await delivery.ack()
 
-    async def _on_success(self, task: Task, request: Request, delivery: Delivery,
-                          result: Any, runtime: float) -> None:
-        await self._hook(task.on_success, request, result, request.id, request.args,
-                         request.kwargs)
-        # Celery dispatches callbacks and the next chain step before storing.
-        children = None
-        if request.callbacks or request.chain:
-            children = await self.canvas_step(self.canvas.on_success(request, result), request)
-        stored = True
-        if not request.ignore_result:
-            stored = await self.store(TaskOutcome(request.id, states.SUCCESS, result, None,
-                                                  request, children or None))
-        if request.chord and request.group:
-            await self.canvas_step(self.canvas.chord_part_return(request, states.SUCCESS, result),
-                               request)
-        if stored:
-            await delivery.ack(request.id)
-        else:
-            # Ack nothing whose result is not stored: keep it as a dead letter.
-            await delivery.dead_letter(request.id, "result could not be stored")
-        self.hooks.task_succeeded(request, result, runtime)
-
-    async def _on_failure(self, task: Task, request: Request, delivery: Delivery,
-                          exc: Exception, runtime: float) -> None:
-        einfo = format_traceback(exc)
-        await self._hook(task.on_failure, request, exc, request.id, request.args,
-                         request.kwargs, einfo)
-        stored = True
-        meta = exception_to_meta(exc)
-        if not request.ignore_result or task.option("store_errors_even_if_ignored"):
-            stored = await self.store(TaskOutcome(request.id, states.FAILURE, meta, einfo,
-                                                  request))
-        if request.chord and request.group:
-            await self.canvas_step(self.canvas.chord_part_return(request, states.FAILURE, meta),
-                               request)
-        if request.chain or request.errbacks:
-            await self.canvas_step(self.canvas.on_failure(request, exc, einfo,
-                                                      store=self.backend is not None), request)
-        if (self.dead_letter_failures and delivery.dead_letters is not None
-                and delivery.queue and _retries_exhausted(task, request)):
-            await self.canvas_step(delivery.dead_letters.copy(
-                delivery.message, delivery.queue, "retries exhausted", exc), request)
-        if stored and task.option("acks_on_failure_or_timeout"):
-            await delivery.ack(request.id)
-        else:
-            await delivery.dead_letter(request.id, "task failed", exc)
-        self.hooks.task_failed(request, exc, runtime)
-
-    async def _on_retry(self, task: Task, request: Request, delivery: Delivery,
-                        retry: Retry) -> None:
-        reason = retry.exc if retry.exc is not None else retry
-        einfo = format_traceback(reason)
-        # RETRY is stored before the new message exists: the next attempt (maybe
-        # due at once) must not have its state overwritten by this one's.
-        if not request.ignore_result or task.option("store_errors_even_if_ignored"):
-            await self.store(TaskOutcome(request.id, states.RETRY, exception_to_meta(reason),
-                                         einfo, request))
-        message = retry_message(request, retry)
-        exchange, routing_key = retry_route(request)
-        try:
-            await self._publish_with_retries(exchange, routing_key, message, request.id)
-        except Exception as publish_error:
-            # Could not schedule the retry: fail the task rather than lose it silently.
-            await self._on_failure(task, request, delivery, publish_error, 0.0)
-            return
-        await self._hook(task.on_retry, request, reason, request.id, request.args,
-                         request.kwargs, einfo)
-        await delivery.ack(request.id)
-        self.hooks.task_retried(request, reason, retry.when)
-
-    async def _publish_with_retries(self, exchange: str, routing_key: str,
-                                    message: OutgoingMessage, task_id: str) -> None:
-        deadline = time.monotonic() + self.publish_timeout
-        delay = 0.2
-        while True:
-            try:
-                await self.broker.publish(exchange, routing_key, message)
-                return
-            except Exception as exc:
-                if time.monotonic() + delay > deadline:
-                    raise
-                log.warning("publish failed, retrying", task_id=task_id, error=repr(exc),
-                            retry_in=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-
-    async def revoke(self, request: Request, delivery: Delivery, reason: str) -> None:
-        """Store REVOKED (TaskRevokedError(reason)), return a chord part, ack."""
-        meta = exception_to_meta(TaskRevokedError(reason))
-        if not request.ignore_result:
-            await self.store(TaskOutcome(request.id, states.REVOKED, meta, None, request))
-        if request.chord and request.group:
-            await self.canvas_step(
-                self.canvas.chord_part_return(request, states.REVOKED, meta), request)
-        self.hooks.task_revoked(request, reason)
-        await delivery.ack(request.id)
-
-    async def _on_cancelled(self, request: Request, delivery: Delivery, acks_late: bool) -> None:
-        if acks_late or not delivery.settled:
-            await delivery.reject(request.id, requeue=True)
-            log.warning("task interrupted; message requeued", task_id=request.id,
-                        task=request.task)
+    async def _give_back(self, job: Job) -> None:
+        delivery = job.delivery
+        if job.outcome is not None and job.outcome.reason == "stale":
+            return  # the broker took it back already
+        if not delivery.settled:
+            await delivery.requeue()
+            if job.started is not None:
+                log.warning("task interrupted; message requeued", task_id=job.id,
+                            task=job.name)
             return
         try:
-            await self.broker.republish(delivery.message)
+            await self.broker.republish(delivery)
             log.warning("task interrupted after early ack; message published again",
-                        task_id=request.id, task=request.task)
+                        task_id=job.id, task=job.name)
         except Exception as exc:
             log.error("task interrupted and could not be published again: it is lost",
-                      task_id=request.id, task=request.task, error=repr(exc))
+                      task_id=job.id, task=job.name, error=repr(exc))
 
-    async def canvas_step(self, step: Any, request: Request) -> Any:
-        """Run a canvas step; its failure is logged, never the task's outcome."""
+    def close(self, job: Job) -> None:
+        """Fire the job's one closing hook (later calls do nothing)."""
+        if job.closed:
+            return
+        job.closed = True
+        outcome = job.outcome
+        assert outcome is not None
+        if outcome.kind == REVOKED and outcome.reason == "expired":
+            self.hooks.task_expired(job)
+        else:
+            getattr(self.hooks, _CLOSING[outcome.kind])(job)
+
+    # -- dead letters ----------------------------------------------------------
+    async def dead_letter(self, job: Job, reason: str, exc: BaseException | None = None) -> None:
+        """Reject for good, keeping the message in a dead-letter queue.
+
+        A message acked early and then refused by its task is copied there.
+        """
+        delivery = job.delivery
+        if delivery.settled:
+            await self.keep_dead_letter(job, reason, exc)
+            return
+        if self.dead_letters is None:
+            await delivery.reject(requeue=False)
+            return
+        if await self.dead_letters.reject(delivery, reason, exc):
+            self.hooks.task_dead_lettered(job, reason)
+
+    async def keep_dead_letter(self, job: Job, reason: str,
+                               exc: BaseException | None = None) -> None:
+        """Copy the message to the dead-letter queue (it stays settled as it is)."""
+        if self.dead_letters is None:
+            return
         try:
-            return await step
-        except Exception as exc:
-            log.exception("canvas step failed", task_id=request.id, task=request.task,
-                          error=repr(exc))
-            return None
-
-    async def _hook(self, hook: Any, request: Request, *args: Any) -> None:
-        try:
-            await _maybe_await(hook(*args))
-        except Exception as exc:
-            log.error("task hook raised", task_id=request.id, hook=hook.__name__,
-                      error=repr(exc))
-
-
-def _retries_exhausted(task: Task, request: Request) -> bool:
-    return (request.retries > 0 and task.max_retries is not None
-            and request.retries >= task.max_retries)
-
-
-def _reset(token: contextvars.Token[Request | None]) -> None:
-    # The token belongs to this task's context; resetting restores the outer value.
-    try:
-        token.var.reset(token)
-    except ValueError:
-        token.var.set(None)
+            await self.dead_letters.copy(job.delivery, reason, exc)
+        except Exception as err:
+            log.error("could not keep dead letter", task_id=job.id, error=repr(err))
+            return
+        self.hooks.task_dead_lettered(job, reason)

@@ -102,6 +102,10 @@ class Limits:
             self._redis = aioredis.from_url(url)
             self._reserve = self._redis.register_script(_RESERVE_LUA)
 
+    def has_caps(self) -> bool:
+        """Whether any per-task or per-queue cap is configured."""
+        return bool(self._task_caps or self._queue_caps)
+
     def set_rate(self, task_name: str, rate: str | float | None) -> None:
         """Change a task's per-worker rate limit (None removes it)."""
         per_second = parse_rate(rate)

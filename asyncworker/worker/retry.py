@@ -3,19 +3,10 @@
 from __future__ import annotations
 
 import random
-from datetime import UTC, datetime
-from typing import Any
 
 from .. import protocol
 from ..exceptions import Retry
 from ..task import Request, Task
-
-# Headers the protocol sets itself; everything else a producer added is kept.
-_PROTOCOL_HEADERS = frozenset({
-    "lang", "task", "id", "shadow", "eta", "expires", "group", "group_index", "retries",
-    "timelimit", "root_id", "parent_id", "argsrepr", "kwargsrepr", "origin", "ignore_result",
-    "compression", "x-death",
-})
 
 
 def backoff_countdown(factor: float | bool, retries: int, maximum: float,
@@ -55,38 +46,10 @@ def autoretry(task: Task, request: Request, exc: Exception) -> Retry | None:
 
 def retry_message(request: Request, retry: Retry) -> protocol.OutgoingMessage:
     """The new message for a retry: same id, ``retries + 1``, embed and headers kept."""
-    sig = retry.sig
-    args = sig.get("args")
-    kwargs = sig.get("kwargs")
-    options: dict[str, Any] = sig.get("options") or {}
-    eta = retry.when if isinstance(retry.when, datetime) else datetime.now(UTC)
-    extra = {k: v for k, v in request.headers.items() if k not in _PROTOCOL_HEADERS}
-    hard, soft = request.timelimit
-    return protocol.encode_v2(
-        request.task,
-        request.args if args is None else list(args),
-        request.kwargs if kwargs is None else dict(kwargs),
-        task_id=request.id,
-        eta=eta,
-        expires=request.expires,
-        retries=request.retries + 1,
-        time_limit=options.get("time_limit", hard),
-        soft_time_limit=options.get("soft_time_limit", soft),
-        root_id=request.root_id,
-        parent_id=request.parent_id,
-        group=request.group,
-        group_index=request.group_index,
-        shadow=request.headers.get("shadow"),
-        ignore_result=request.headers.get("ignore_result"),
-        callbacks=request.callbacks,
-        errbacks=request.errbacks,
-        chain=request.chain,
-        chord=request.chord,
-        extra_headers=extra,
-        priority=options.get("priority", request.delivery_info.get("priority")),
-        reply_to=request.reply_to,
-        origin_text=request.origin,
-    )
+    message = request.next_retry(retry)
+    # What the message said, not the worker's resolved choice.
+    message.ignore_result = bool(request.headers.get("ignore_result"))
+    return protocol.encode(message)
 
 
 def retry_route(request: Request) -> tuple[str, str]:

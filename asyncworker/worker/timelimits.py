@@ -119,12 +119,21 @@ class _ThreadCall:
                                                            ctypes.py_object(exc_type))
 
 
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 async def run_in_thread(pool: Executor, call: Callable[[], Any], soft: float | None,
                         hard: float | None) -> Any:
     """Run ``call`` in the pool under the given limits, as far as threads allow."""
     loop = asyncio.get_running_loop()
     guarded = _ThreadCall(call)
     future = loop.run_in_executor(pool, guarded)
+    # Past the hard limit (or on cancellation) nobody awaits the call any more, yet
+    # it still ends in its thread, often with the exception sent to stop it: read
+    # it then, or asyncio reports "Future exception was never retrieved".
+    future.add_done_callback(_retrieve)
     timer = None
     if soft is not None:
         timer = loop.call_later(soft, guarded.interrupt, SoftTimeLimitExceeded)

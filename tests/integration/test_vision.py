@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from asyncworker.vision.gpt import ShardedClient
+from asyncworker.contrib.vision.gpt import ShardedClient
 from bench.fake_openai import expected_answer
 from bench.servers import S3_CREDENTIALS, Server, create_bucket, start_fake_openai, start_s3
 from tests.conftest import BROKER_URL, PG_DSN, result_of, task_rows, wait_for

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
 from asyncworker import settings as settings_mod
 from asyncworker.backends import normalize_url
+from asyncworker.contrib.vision import VisionSettings
 from asyncworker.exceptions import ImproperlyConfigured
 from asyncworker.logging import redact_text, redact_url
 
 REPO = Path(__file__).resolve().parents[2]
+#: The sections of the plugins shipped in asyncworker.contrib.
+SHIPPED_SECTIONS = [VisionSettings]
 
 
 def test_precedence(tmp_path: Path) -> None:
@@ -48,7 +52,9 @@ def test_bad_config_is_reported(tmp_path: Path, content: str, match: str) -> Non
 
 def test_shipped_configs_load() -> None:
     for name in ("default.toml", "vision_analysis.toml"):
-        settings_mod.load(REPO / "config" / name, environ={})
+        settings_mod.load(REPO / "config" / name, environ={}, sections=[VisionSettings])
+    with pytest.raises(ImproperlyConfigured, match="unknown setting 'vision'"):
+        settings_mod.load(REPO / "config" / "default.toml", environ={})  # no vision plugin
 
 
 @pytest.mark.parametrize(("url", "expected"), [
@@ -92,9 +98,20 @@ def test_event_loop_choice() -> None:
 
 
 def test_default_toml_lists_every_setting() -> None:
+    """Core settings at the top level, each shipped section's keys under its table."""
     import re
 
     text = (REPO / "config" / "default.toml").read_text()
-    listed = set(re.findall(r"^#?\s*([a-z_0-9]+)\s*=", text, re.MULTILINE))
-    missing = set(settings_mod.Settings.field_names()) - listed
-    assert not missing, f"config/default.toml does not list {sorted(missing)}"
+    core, *tables = re.split(r"^\[([a-z_0-9]+)\]\s*$", text, flags=re.MULTILINE)
+    sections = dict(zip(tables[::2], tables[1::2], strict=True))
+
+    def listed(part: str) -> set[str]:
+        return set(re.findall(r"^#?\s*([a-z_0-9]+)\s*=", part, re.MULTILINE))
+
+    expected = {"": (core, settings_mod.Settings.field_names())}
+    for kind in SHIPPED_SECTIONS:
+        assert kind.section in sections, f"config/default.toml has no [{kind.section}] table"
+        expected[kind.section] = (sections[kind.section], [f.name for f in fields(kind)])
+    for table, (part, names) in expected.items():
+        missing = set(names) - listed(part)
+        assert not missing, f"config/default.toml [{table}] does not list {sorted(missing)}"

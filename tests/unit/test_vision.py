@@ -12,15 +12,15 @@ import httpx
 import pytest
 
 from asyncworker.backends.base import exception_to_meta
-from asyncworker.vision.classification import (
+from asyncworker.contrib.vision.classification import (
     CATEGORIES,
     MalformedAnswer,
     answer_text,
     chat_request,
     parse_answer,
 )
-from asyncworker.vision.gpt import GPTUnavailable, ShardedClient, parse_retry_after
-from asyncworker.vision.s3 import S3Path
+from asyncworker.contrib.vision.gpt import GPTUnavailable, ShardedClient, parse_retry_after
+from asyncworker.contrib.vision.s3 import S3Path
 
 GOOD = {"category": "Glass", "recyclable": True, "confidence": 0.8, "notes": "Rinse it."}
 
@@ -126,3 +126,65 @@ async def test_sharded_client_spreads_requests() -> None:
     assert [r.status_code for r in await asyncio.gather(*tasks)] == [200] * 10
     assert client._busy == [0, 0]
     await client.aclose()
+
+
+def test_plugin_registers_tasks_clients_and_section() -> None:
+    from asyncworker import App
+    from asyncworker.contrib.vision import VisionPlugin, VisionSettings, pipeline, tasks
+
+    app = App("v")
+    before = len(app._lifespans)
+    app.use(VisionPlugin())
+    app.use(VisionPlugin())   # once only
+    pipeline.install(app)     # already has the clients
+    assert {tasks.UPLOAD, tasks.ANALYSIS} <= set(app.tasks)
+    assert app.tasks[tasks.ANALYSIS].bind is True
+    assert len(app._lifespans) == before + 1 and len(app.plugins) == 1
+    assert app.settings_sections() == [VisionSettings]
+
+    bench_like = App("b")
+    pipeline.install(bench_like)  # the section and the clients, no tasks
+    pipeline.install(bench_like)
+    assert not {tasks.UPLOAD, tasks.ANALYSIS} & set(bench_like.tasks)
+    assert [p.name for p in bench_like.plugins] == ["vision-clients"]
+
+
+async def test_clients_and_tasks_read_the_section(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lifespan hook opens the clients from the ``vision`` section; the analysis task
+    retries with the section's ``gpt_max_retries`` and backoff cap."""
+    from types import SimpleNamespace
+
+    from asyncworker import App
+    from asyncworker.contrib.vision import VisionPlugin, pipeline, tasks
+    from asyncworker.exceptions import Retry
+
+    for key in ("ASYNCWORKER_CONFIG", "ASYNCWORKER_GPT_MODEL", "ASYNCWORKER_S3_BUCKET"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("ASYNCWORKER_GPT_MAX_RETRIES", "4")
+    app = App("v", worker_concurrency=16, s3_bucket="bucket-x", gpt_model="model-x",
+              gpt_retry_backoff_max=1.5, s3_endpoint_url="http://127.0.0.1:1")
+    app.use(VisionPlugin())
+    async with app.running():
+        clients = pipeline.clients_of(app)
+        assert (clients.bucket, clients.gpt.model, clients.image_mode) == (
+            "bucket-x", "model-x", "data_url")
+        assert len(clients.gpt.http.shards) == 2  # pools sized to worker_concurrency
+
+        async def unavailable(*_: object, **__: object) -> None:
+            raise GPTUnavailable("busy", 503)
+
+        monkeypatch.setattr(pipeline, "analyse_image", unavailable)
+        seen: dict[str, object] = {}
+
+        def retry(**options: object) -> Retry:
+            seen.update(options)
+            return Retry("again")
+
+        task = SimpleNamespace(app=app, request=SimpleNamespace(id="t1", retries=3),
+                               retry=retry)
+        with pytest.raises(Retry):
+            await tasks.gpt5_analysis_task(task, {"s3_path": "s3://bucket-x/k.png"})  # type: ignore[arg-type]
+        assert seen["max_retries"] == 4
+        assert 0.75 <= float(seen["countdown"]) <= 1.5  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError, match="not open"):
+        pipeline.clients_of(app)

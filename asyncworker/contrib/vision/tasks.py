@@ -7,21 +7,27 @@ model classify it and stores the analysis beside it. Chained, the first task's
 Failures: the model API's 429 and 5xx answers, timeouts and refused connections
 are retried (``Retry-After`` honoured, otherwise exponential backoff) up to
 ``gpt_max_retries``; a malformed answer and a missing S3 object fail at once.
+
+The functions are plain; :func:`register` makes them tasks of an app (the
+vision plugin calls it), so this module needs no app of its own.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..task import Task
-from ..vision import pipeline
-from ..vision.gpt import GPTUnavailable
-from . import app
+from . import pipeline
+from .gpt import GPTUnavailable
+from .settings import VisionSettings
 
-pipeline.install(app)
+if TYPE_CHECKING:
+    from ...app import App
+    from ...task import Task
+
+UPLOAD = "workers.storage.tasks.image_upload_task"
+ANALYSIS = "workers.ai.tasks.gpt5_analysis_task"
 
 
-@app.task(name="workers.storage.tasks.image_upload_task", bind=True)
 async def image_upload_task(self: Task, image_path: str) -> dict[str, str]:
     """Upload the image at ``image_path`` (on this worker's disk) to S3."""
     clients = pipeline.clients_of(self.app)
@@ -29,7 +35,6 @@ async def image_upload_task(self: Task, image_path: str) -> dict[str, str]:
     return {"s3_path": s3_path}
 
 
-@app.task(name="workers.ai.tasks.gpt5_analysis_task", bind=True)
 async def gpt5_analysis_task(self: Task, s3_path: str | dict[str, Any],
                              question: str | None = None, **context: Any) -> dict[str, Any]:
     """Classify the image at ``s3_path`` for waste sorting; store and return the analysis.
@@ -39,7 +44,7 @@ async def gpt5_analysis_task(self: Task, s3_path: str | dict[str, Any],
     """
     path = str(s3_path["s3_path"]) if isinstance(s3_path, dict) else s3_path
     clients = pipeline.clients_of(self.app)
-    settings = self.app.settings
+    settings = self.app.settings.section(VisionSettings)
     try:
         return await pipeline.analyse_image(
             clients, path, f"analysis/{self.request.id}.json", question)
@@ -47,3 +52,9 @@ async def gpt5_analysis_task(self: Task, s3_path: str | dict[str, Any],
         countdown = exc.delay(self.request.retries, settings.gpt_retry_backoff_max)
         raise self.retry(exc=exc, countdown=countdown,
                          max_retries=settings.gpt_max_retries) from None
+
+
+def register(app: App) -> dict[str, Task]:
+    """Register both tasks on ``app`` (bound: they read ``self.request``); returns them."""
+    return {name: app.task(name=name, bind=True)(fn)
+            for name, fn in ((UPLOAD, image_upload_task), (ANALYSIS, gpt5_analysis_task))}

@@ -16,8 +16,8 @@ from typing import Any
 
 import httpx
 
-from ..settings import Settings
 from .classification import Classification, answer_text, chat_request, parse_answer
+from .settings import VisionSettings
 
 #: Longest ``Retry-After`` honoured as given; a server asking for more gets this.
 MAX_RETRY_AFTER = 600.0
@@ -122,7 +122,7 @@ class ShardedClient:
         await self.aclose()
 
 
-def build_http_client(settings: Settings, pool_size: int) -> ShardedClient:
+def build_http_client(settings: VisionSettings, pool_size: int) -> ShardedClient:
     """The worker's HTTP client for the model API.
 
     Timeouts are explicit and the shards hold ``pool_size`` connections in all.
@@ -150,7 +150,7 @@ class ChatClient:
         """One Chat Completions call, its answer validated.
 
         Raises :class:`GPTUnavailable`, :class:`GPTRejected`, or
-        :class:`~asyncworker.vision.classification.MalformedAnswer`.
+        :class:`~asyncworker.contrib.vision.classification.MalformedAnswer`.
         """
         body = chat_request(self.model, image_url, question)
         try:

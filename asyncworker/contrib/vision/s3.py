@@ -8,7 +8,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from ..settings import Settings
+from .settings import VisionSettings
 
 _MISSING_CODES = frozenset({"NoSuchKey", "NoSuchBucket", "404", "NotFound"})
 
@@ -38,7 +38,7 @@ class S3Path:
         return f"s3://{self.bucket}/{self.key}"
 
 
-def client_options(settings: Settings, pool_size: int) -> dict[str, Any]:
+def client_options(settings: VisionSettings, pool_size: int) -> dict[str, Any]:
     """Keyword arguments for ``session.client("s3", ...)`` with explicit timeouts."""
     from aiobotocore.config import AioConfig
 

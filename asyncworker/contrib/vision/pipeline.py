@@ -1,4 +1,9 @@
-"""The vision pipeline's steps, on clients shared by every task of a worker."""
+"""The vision pipeline's steps, on clients shared by every task of a worker.
+
+:class:`VisionClientsPlugin` brings the ``vision`` settings section and the
+lifespan hook that opens the clients, without the tasks; :func:`install` adds
+it to an app that runs its own tasks on these steps (the benchmark does).
+"""
 
 from __future__ import annotations
 
@@ -10,13 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..settings import Settings
+from ...plugins import Plugin
 from . import s3
 from .classification import analysis_record, data_url
 from .gpt import ChatClient, build_http_client
+from .settings import VisionSettings
 
 if TYPE_CHECKING:
-    from ..app import App
+    from ...app import App
 
 IMAGE_MODES = ("data_url", "presigned_url")
 
@@ -32,15 +38,15 @@ class VisionClients:
 
 
 @contextlib.asynccontextmanager
-async def open_clients(settings: Settings,
-                       pool_size: int | None = None) -> AsyncIterator[VisionClients]:
-    """Open the clients with connection pools sized to the worker's concurrency."""
+async def open_clients(settings: VisionSettings,
+                       pool_size: int) -> AsyncIterator[VisionClients]:
+    """Open the clients with connection pools of ``pool_size`` (the worker's concurrency)."""
     import aioboto3
 
     if settings.gpt_image_mode not in IMAGE_MODES:
         raise ValueError(f"gpt_image_mode must be one of {IMAGE_MODES}, "
                          f"not {settings.gpt_image_mode!r}")
-    size = max(pool_size or settings.worker_concurrency, 1)
+    size = max(pool_size, 1)
     session = aioboto3.Session()
     async with (session.client("s3", **s3.client_options(settings, size)) as s3_client,
                 build_http_client(settings, size) as http):
@@ -48,15 +54,33 @@ async def open_clients(settings: Settings,
                             settings.s3_bucket, settings.gpt_image_mode)
 
 
-def install(app: App) -> None:
-    """Give ``app`` a lifespan hook that puts :class:`VisionClients` on ``app.state.vision``."""
-
-    async def vision_clients(app_: App) -> AsyncIterator[None]:
-        async with open_clients(app_.settings) as clients:
-            app_.state.vision = clients
+async def vision_clients(app: App) -> AsyncIterator[None]:
+    """Lifespan hook: :class:`VisionClients` on ``app.state.vision`` while the worker runs."""
+    settings = app.settings
+    async with open_clients(settings.section(VisionSettings),
+                            settings.worker_concurrency) as clients:
+        app.state.vision = clients
+        try:
             yield
+        finally:
+            del app.state.vision  # closed: clients_of says so instead of failing later
 
-    app.lifespan(vision_clients)
+
+class VisionClientsPlugin(Plugin):
+    """The ``vision`` settings section and the clients' lifespan hook; no tasks."""
+
+    name = "vision-clients"
+    settings = VisionSettings
+
+    def install(self, app: App) -> None:
+        """Open the clients when a worker of ``app`` starts."""
+        app.lifespan(vision_clients)
+
+
+def install(app: App) -> None:
+    """Give ``app`` the vision settings and clients (unless a vision plugin already did)."""
+    if not any(isinstance(p, VisionClientsPlugin) for p in app.plugins):
+        app.use(VisionClientsPlugin())
 
 
 def clients_of(app: App) -> VisionClients:

@@ -1,0 +1,1 @@
+"""Optional features shipped with asyncworker, each a plugin (``app.use(...)``)."""

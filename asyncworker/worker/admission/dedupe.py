@@ -1,0 +1,58 @@
+"""Do not run a redelivered task twice.
+
+When the broker link drops, every unacked message comes back ``redelivered``,
+and Celery runs such tasks again. Here a redelivered copy of a task still
+running in this worker waits for that run and is then acked; one whose result
+is already stored (its ack was lost) is acked without running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from ... import states
+from ...backends.base import ResultBackend
+from ...logging import get_logger
+from ..job import IGNORED, Job, Outcome
+from ..middleware import CallNext, Finish
+from ..state import WorkerState
+
+log = get_logger("dedupe")
+
+
+class Dedupe:
+    """Finish redelivered duplicates (as IGNORED, reason ``duplicate``)."""
+
+    def __init__(self, state: WorkerState, backend: ResultBackend | None,
+                 finish: Finish) -> None:
+        self.state = state
+        self.backend = backend
+        self.finish = finish
+
+    async def __call__(self, job: Job, call_next: CallNext) -> None:
+        if job.delivery.redelivered and await self._duplicate(job):
+            await self.finish(job, Outcome(IGNORED, reason="duplicate"))
+            return
+        await call_next(job)
+
+    async def _duplicate(self, job: Job) -> bool:
+        assert job.message is not None
+        task_id = job.message.id
+        first = self.state.running(task_id)
+        if first is not None and first is not job and first.handler is not None:
+            log.info("redelivered task is still running here; waiting for it",
+                     task_id=task_id)
+            await asyncio.wait([first.handler])
+            return True
+        if self.backend is None:
+            return False
+        try:
+            stored = await self.backend.get(task_id)
+        except Exception as exc:
+            log.warning("could not check redelivered task", task_id=task_id, error=repr(exc))
+            return False
+        if stored is not None and stored.state in states.READY_STATES:
+            log.info("redelivered task already finished; acking", task_id=task_id,
+                     state=stored.state)
+            return True
+        return False

@@ -1,0 +1,1 @@
+"""Execution middleware: around the task body (``timelimit``, ``request``, ``body``)."""
