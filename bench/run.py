@@ -213,10 +213,13 @@ class Bench:
     """Runs configurations one after another and collects their results."""
 
     def __init__(self, quick: bool, scale: float, progress: bool, log_path: Path,
-                 tree: baseline.Baseline | None = None) -> None:
+                 tree: baseline.Baseline | None = None,
+                 latency_rate: float | None = None) -> None:
         from celery import Celery
 
         self.baseline = tree
+        #: Publish rate of the latency phase; None: half each row's own throughput.
+        self.latency_rate = latency_rate
         self.quick = quick
         self.scale = scale
         self.progress = progress
@@ -433,7 +436,7 @@ class Bench:
             result.notes.append(f"time budget ended with {count - n} of {count} tasks left")
 
     def _latency(self, result: Result, workload: Workload, budget: float) -> None:
-        rate = max(result.throughput * 0.5, 1.0)
+        rate = self.latency_rate or max(result.throughput * 0.5, 1.0)
         seconds = max(budget / 3, 1.0)
         count = max(10, min(int(rate * seconds), 5000))
         result.latency_rate = round(rate, 1)
@@ -557,6 +560,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=1, metavar="N",
                         help="run each asyncworker row N times, interleaved with its baseline "
                              "twin; report medians with the min–max")
+    parser.add_argument("--latency-rate", type=float, default=None, metavar="N",
+                        help="publish the latency phase at N tasks/s for every row (default: "
+                             "half each row's throughput), to compare latencies at one load")
     parser.add_argument("--out", type=Path, default=None,
                         help="output folder (default bench/results)")
     parser.add_argument("--name", default=None, help="file stem (default: full or quick)")
@@ -587,6 +593,8 @@ def command_line(args: argparse.Namespace) -> str:
         parts.append(f"--baseline {shlex.quote(args.baseline)}")
     if args.repeat != 1:
         parts.append(f"--repeat {args.repeat}")
+    if args.latency_rate:
+        parts.append(f"--latency-rate {args.latency_rate:g}")
     return " ".join(parts)
 
 
@@ -610,7 +618,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.baseline:
             tree = stack.enter_context(baseline.checkout(REPO, args.baseline))
         bench = Bench(args.quick, args.scale, not args.no_progress and sys.stderr.isatty(),
-                      out_dir / f"{name}.workers.log", tree)
+                      out_dir / f"{name}.workers.log", tree, args.latency_rate)
         bench.log_path.write_bytes(b"")
         steps = plan(chosen, args.quick, wanted, tree.commit if tree else "", args.repeat)
         skipped = [w.name for w in chosen if tree and w.name not in BASELINE_WORKLOADS]
