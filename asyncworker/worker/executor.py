@@ -247,7 +247,8 @@ class Executor:
                 await self.dead_letter(job, "task failed", outcome.exc)
         elif kind == REJECTED:
             if outcome.requeue:
-                await delivery.reject(requeue=True)
+                # Requeued; or, acked early, published again (Celery loses it).
+                await self._give_back(job, "task rejected with requeue")
             else:
                 await self.dead_letter(job, outcome.reason, outcome.exc)
         elif kind == CANCELLED:
@@ -255,22 +256,22 @@ class Executor:
         else:  # RETRY (published), IGNORED, REVOKED
             await delivery.ack()
 
-    async def _give_back(self, job: Job) -> None:
+    async def _give_back(self, job: Job, why: str = "task interrupted") -> None:
+        """Back to the broker: requeued, or, once acked early, published again."""
         delivery = job.delivery
         if job.outcome is not None and job.outcome.reason == "stale":
             return  # the broker took it back already
         if not delivery.settled:
             await delivery.requeue()
             if job.started is not None:
-                log.warning("task interrupted; message requeued", task_id=job.id,
-                            task=job.name)
+                log.warning(f"{why}; message requeued", task_id=job.id, task=job.name)
             return
         try:
             await self.broker.republish(delivery)
-            log.warning("task interrupted after early ack; message published again",
+            log.warning(f"{why} after early ack; message published again",
                         task_id=job.id, task=job.name)
         except Exception as exc:
-            log.error("task interrupted and could not be published again: it is lost",
+            log.error(f"{why} and could not be published again: it is lost",
                       task_id=job.id, task=job.name, error=repr(exc))
 
     def close(self, job: Job) -> None:

@@ -13,7 +13,7 @@ import asyncio
 from ... import states
 from ...backends.base import ResultBackend
 from ...logging import get_logger
-from ..job import IGNORED, Job, Outcome
+from ..job import CANCELLED, IGNORED, REJECTED, Job, Outcome
 from ..middleware import CallNext, Finish
 from ..state import WorkerState
 
@@ -43,7 +43,11 @@ class Dedupe:
             log.info("redelivered task is still running here; waiting for it",
                      task_id=task_id)
             await asyncio.wait([first.handler])
-            return True
+            # A first run that handed its message back (requeue, interrupted)
+            # leaves this copy as the one to run.
+            outcome = first.outcome
+            return outcome is None or not (outcome.kind == CANCELLED or (
+                outcome.kind == REJECTED and outcome.requeue))
         if self.backend is None:
             return False
         try:

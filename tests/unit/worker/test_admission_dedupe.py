@@ -11,7 +11,7 @@ from asyncworker.backends.base import StoredResult, TaskOutcome
 from asyncworker.backends.memory import MemoryBackend
 from asyncworker.broker.memory import MemoryBroker
 from asyncworker.worker.admission.dedupe import Dedupe
-from asyncworker.worker.job import ACTIVE, IGNORED
+from asyncworker.worker.job import ACTIVE, CANCELLED, IGNORED, REJECTED, Outcome
 from asyncworker.worker.state import WorkerState
 
 from .helpers import (
@@ -92,6 +92,28 @@ async def test_copy_of_a_task_running_here_waits_for_it_then_is_dropped(kit: Kit
     await asyncio.wait_for(checking, 1)
     assert [(j, o.kind, o.reason) for j, o in finish.calls] == [(copy, IGNORED, "duplicate")]
     assert not call_next.called
+
+
+@pytest.mark.parametrize("handed_back", [
+    Outcome(REJECTED, reason="Reject", requeue=True), Outcome(CANCELLED)],
+    ids=["reject-requeue", "cancelled"])
+async def test_copy_runs_when_the_first_run_handed_its_message_back(
+        kit: Kit, handed_back: Outcome) -> None:
+    """A first run that ends by giving its message back (``Reject(requeue=True)``, a
+    cold shutdown) is no reason to drop the copy: it is the run that counts."""
+    broker, state, finish, call_next = MemoryBroker(), WorkerState(), Finished(), Next()
+    first = await make_job(kit.app, "t.add", (1, 2), broker=broker, task_id="same")
+    release = asyncio.Event()
+    first.handler = asyncio.create_task(release.wait())
+    state.move(first, ACTIVE)
+    copy = await make_job(kit.app, "t.add", (1, 2), broker=broker, task_id="same",
+                          redelivered=True)
+    checking = asyncio.create_task(Dedupe(state, None, finish)(copy, call_next))
+    first.outcome = handed_back
+    release.set()
+    await asyncio.wait_for(checking, 1)
+    assert finish.calls == []
+    assert call_next.called
 
 
 async def test_worker_acks_a_redelivered_finished_task_without_running_it(

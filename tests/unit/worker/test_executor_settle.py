@@ -174,6 +174,27 @@ async def test_reject_with_requeue_is_delivered_again(kit: Kit, rec: RecordingHo
     rec.assert_one_closing_per_job()
 
 
+async def test_reject_with_requeue_after_early_ack_is_published_again(
+        kit: Kit, rec: RecordingHooks) -> None:
+    """``Reject(requeue=True)`` of an early-acked task: Celery loses the message (the
+    reject comes after the ack); here it is published again and runs a second time."""
+
+    @kit.app.task(name="t.early_picky", bind=True)
+    async def picky(self: Task) -> int:
+        kit.runs.append(self.request.id)
+        if len(kit.runs) == 1:
+            raise Reject("not yet", requeue=True)
+        return len(kit.runs)
+
+    async with kit.run([rec]) as worker:
+        result = await picky.delay()
+        assert await worker.result(result.id) == 2
+        await worker.idle()
+    assert rec.closings(result.id) == ["task_rejected", "task_succeeded"]
+    assert worker.broker.rejected == []  # acked early: nothing to reject
+    assert [m.headers["id"] for _, _, m in worker.broker.published] == [result.id] * 2
+
+
 @pytest.mark.parametrize("acks_late", [True, False], ids=["late", "early"])
 async def test_reject_without_requeue_is_dead_lettered(
         kit: Kit, rec: RecordingHooks, acks_late: bool) -> None:
