@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 import pytest
 
@@ -11,7 +12,7 @@ from asyncworker.backends.base import StoredResult, TaskOutcome
 from asyncworker.backends.memory import MemoryBackend
 from asyncworker.broker.memory import MemoryBroker
 from asyncworker.worker.admission.dedupe import Dedupe
-from asyncworker.worker.job import ACTIVE, CANCELLED, IGNORED, REJECTED, Outcome
+from asyncworker.worker.job import ACTIVE, CANCELLED, IGNORED, REJECTED, Job, Outcome
 from asyncworker.worker.state import WorkerState
 
 from .helpers import (
@@ -75,8 +76,19 @@ async def test_without_a_usable_backend_the_copy_runs(
     assert call_next.jobs == [job] and finish.calls == []
 
 
-async def test_copy_of_a_task_running_here_waits_for_it_then_is_dropped(kit: Kit) -> None:
-    """A redelivered copy of an active job waits for that job's handler, then ends IGNORED."""
+@dataclass
+class _Redelivery:
+    """A job active here, its redelivered copy in ``Dedupe``, and the way to end the first."""
+
+    first: Job
+    copy: Job
+    checking: asyncio.Task[None]
+    release: asyncio.Event
+    finish: Finished
+    call_next: Next
+
+
+async def _copy_of_running(kit: Kit) -> _Redelivery:
     broker, state, finish, call_next = MemoryBroker(), WorkerState(), Finished(), Next()
     first = await make_job(kit.app, "t.add", (1, 2), broker=broker, task_id="same")
     release = asyncio.Event()
@@ -85,13 +97,20 @@ async def test_copy_of_a_task_running_here_waits_for_it_then_is_dropped(kit: Kit
     copy = await make_job(kit.app, "t.add", (1, 2), broker=broker, task_id="same",
                           redelivered=True)
     checking = asyncio.create_task(Dedupe(state, None, finish)(copy, call_next))
+    return _Redelivery(first, copy, checking, release, finish, call_next)
+
+
+async def test_copy_of_a_task_running_here_waits_for_it_then_is_dropped(kit: Kit) -> None:
+    """A redelivered copy of an active job waits for that job's handler, then ends IGNORED."""
+    r = await _copy_of_running(kit)
     with pytest.raises(TimeoutError):
-        await asyncio.wait_for(asyncio.shield(checking), 0.03)
-    assert finish.calls == []
-    release.set()
-    await asyncio.wait_for(checking, 1)
-    assert [(j, o.kind, o.reason) for j, o in finish.calls] == [(copy, IGNORED, "duplicate")]
-    assert not call_next.called
+        await asyncio.wait_for(asyncio.shield(r.checking), 0.03)
+    assert r.finish.calls == []
+    r.release.set()
+    await asyncio.wait_for(r.checking, 1)
+    assert [(j, o.kind, o.reason) for j, o in r.finish.calls] == [
+        (r.copy, IGNORED, "duplicate")]
+    assert not r.call_next.called
 
 
 @pytest.mark.parametrize("handed_back", [
@@ -101,19 +120,12 @@ async def test_copy_runs_when_the_first_run_handed_its_message_back(
         kit: Kit, handed_back: Outcome) -> None:
     """A first run that ends by giving its message back (``Reject(requeue=True)``, a
     cold shutdown) is no reason to drop the copy: it is the run that counts."""
-    broker, state, finish, call_next = MemoryBroker(), WorkerState(), Finished(), Next()
-    first = await make_job(kit.app, "t.add", (1, 2), broker=broker, task_id="same")
-    release = asyncio.Event()
-    first.handler = asyncio.create_task(release.wait())
-    state.move(first, ACTIVE)
-    copy = await make_job(kit.app, "t.add", (1, 2), broker=broker, task_id="same",
-                          redelivered=True)
-    checking = asyncio.create_task(Dedupe(state, None, finish)(copy, call_next))
-    first.outcome = handed_back
-    release.set()
-    await asyncio.wait_for(checking, 1)
-    assert finish.calls == []
-    assert call_next.called
+    r = await _copy_of_running(kit)
+    r.first.outcome = handed_back
+    r.release.set()
+    await asyncio.wait_for(r.checking, 1)
+    assert r.finish.calls == []
+    assert r.call_next.called
 
 
 async def test_worker_acks_a_redelivered_finished_task_without_running_it(
