@@ -19,6 +19,7 @@ from . import broker as brokers
 from . import protocol
 from . import settings as settings_mod
 from .backends import ResultBackend
+from .beat.plugin import BeatPlugin
 from .backends import create as create_backend
 from .broker.base import Broker
 from .broker.topology import Topology
@@ -72,6 +73,7 @@ class App:
         #: Remote-control commands the mailbox answers, by name.
         self.control_commands: dict[str, ControlCommand] = dict(BUILTIN_COMMANDS)
         register_builtins(self)
+        self.use(BeatPlugin())  # built in: beat's settings are always valid
 
     # -- extension points ---------------------------------------------------
     def use(self, plugin: Plugin) -> Plugin:

@@ -11,6 +11,10 @@ Every job that reaches ``task_received`` gets exactly one closing hook:
 a message that could not be decoded gets ``task_rejected`` with
 ``job.message`` None. Register hooks with ``app.add_hooks(...)``, a plugin or
 the ``worker_plugins`` setting.
+
+The scheduler (``beat``) reports on the same subscribers: ``task_sent`` for
+every message it publishes, and ``beat_fired``, ``beat_missed`` and
+``beat_took_over`` for its ticks.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from .logging import get_logger
 
 if TYPE_CHECKING:
+    from .beat.entries import Tick
     from .protocol import OutgoingMessage
     from .worker.job import Job
 
@@ -73,6 +78,15 @@ class WorkerHooks:
 
     def task_dead_lettered(self, job: Job, reason: str) -> None:
         """The message was kept in a dead-letter queue (not a closing hook)."""
+
+    def beat_fired(self, tick: Tick, lag: float) -> None:
+        """The scheduler published ``tick`` (``lag``: seconds after its scheduled time)."""
+
+    def beat_missed(self, tick: Tick, missed: int) -> None:
+        """``missed`` ticks older than the misfire grace time were coalesced into ``tick``."""
+
+    def beat_took_over(self, tick: Tick, previous: str) -> None:
+        """The scheduler took over ``tick``, claimed by ``previous`` but never published."""
 
 
 _POINTS = [name for name in vars(WorkerHooks) if not name.startswith("_")]
@@ -147,6 +161,15 @@ class HookSet(WorkerHooks):
 
     def task_dead_lettered(self, job: Job, reason: str) -> None:
         self._call("task_dead_lettered", job, reason)
+
+    def beat_fired(self, tick: Tick, lag: float) -> None:
+        self._call("beat_fired", tick, lag)
+
+    def beat_missed(self, tick: Tick, missed: int) -> None:
+        self._call("beat_missed", tick, missed)
+
+    def beat_took_over(self, tick: Tick, previous: str) -> None:
+        self._call("beat_took_over", tick, previous)
 
 
 class LogHooks(WorkerHooks):

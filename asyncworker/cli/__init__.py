@@ -1,7 +1,8 @@
 """Command line: ``python -m asyncworker <subcommand> ...``.
 
-Built in: ``worker`` (:mod:`.worker`), ``dlq`` (:mod:`.dlq`) and ``config``
-(:mod:`.config`); plugins add more (:mod:`.registry`). ``main`` is the
+Built in: ``worker`` (:mod:`.worker`), ``beat`` (:mod:`asyncworker.beat.cli`),
+``dlq`` (:mod:`.dlq`) and ``config`` (:mod:`.config`); plugins add more
+(:mod:`.registry`). ``main`` is the
 ``asyncworker`` console script.
 """
 
@@ -11,6 +12,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from ..beat.cli import BeatCommand
 from ..plugins import CliCommand
 from .apps import DEFAULT_APP, load_app
 from .config import ConfigCommand
@@ -21,7 +23,8 @@ from .worker import WorkerCommand, loop_factory
 __all__ = ["BUILTIN_COMMANDS", "DEFAULT_APP", "build_parser", "load_app", "loop_factory", "main"]
 
 #: The subcommands every installation has.
-BUILTIN_COMMANDS: tuple[CliCommand, ...] = (WorkerCommand(), DlqCommand(), ConfigCommand())
+BUILTIN_COMMANDS: tuple[CliCommand, ...] = (WorkerCommand(), BeatCommand(), DlqCommand(),
+                                            ConfigCommand())
 
 
 def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:

@@ -56,6 +56,8 @@ class WorkerCommand(CliCommand):
                             help="prefetch = concurrency x this (Celery's default 4)")
         parser.add_argument("-n", "--hostname", help="node name, e.g. worker1@%%h")
         parser.add_argument("-l", "--loglevel", help="DEBUG, INFO, WARNING, ERROR")
+        parser.add_argument("-B", "--beat", action="store_true", default=None,
+                            help="also run the periodic-task scheduler (development)")
 
     def run(self, args: argparse.Namespace) -> int:
         """Load the app and its settings, then run the worker on the chosen event loop."""
@@ -69,6 +71,7 @@ class WorkerCommand(CliCommand):
                 worker_prefetch_multiplier=args.prefetch_multiplier,
                 worker_nodename=expand_hostname(args.hostname) if args.hostname else None,
                 worker_log_level=args.loglevel,
+                worker_beat=args.beat,
             )
             settings = app.settings
         except (ImproperlyConfigured, ImportError) as exc:

@@ -1,0 +1,337 @@
+"""The scheduler: compute due ticks, claim them, publish what was won.
+
+One loop, read top to bottom in :meth:`Beat.step`:
+
+1. every ``beat_sync_every`` seconds, reload the entries table (entries added,
+   changed, paused or removed at run time);
+2. every ``beat_claim_timeout / 2`` seconds, take over ticks another replica
+   claimed and never published, and publish them with the same task id;
+3. fire what is due: each entry's ticks up to now, a late tick still within
+   ``beat_misfire_grace_time``, older ones coalesced into one run; claim them
+   all in one round trip, publish the ones this replica won (concurrently,
+   each with a publisher confirm), mark them sent, log one line per fire;
+4. sleep until the next tick or chore is due.
+
+Any number of replicas may run this loop with the same settings: a tick is
+published by the replica whose claim wins (see :mod:`.store`), so there is no
+leader and no fail-over gap. The schedules come from APScheduler's triggers
+(through :mod:`asyncworker.schedules`); APScheduler's own scheduler and job
+stores are not used, since they cannot be shared between processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, tzinfo
+from typing import TYPE_CHECKING, Any
+
+from .. import schedules
+from ..exceptions import ImproperlyConfigured
+from ..logging import get_logger
+from .entries import BEAT_HEADER, Entry, Tick, load
+from .settings import BeatSettings
+from .store import MemoryStore, TickStore
+from .store import create as create_store
+
+if TYPE_CHECKING:
+    from ..app import App
+
+#: Most ticks of one entry enumerated when catching up (the rest are counted as one miss).
+MAX_CATCH_UP = 10_000
+#: Ticks claimed per round trip, and published at once.
+BATCH = 2_000
+PRUNE_EVERY = timedelta(hours=1)
+KEEP_SENT = timedelta(days=1)
+
+
+def utcnow() -> datetime:
+    """Now, aware, in UTC."""
+    return datetime.now(UTC)
+
+
+def default_node() -> str:
+    """``host:pid``: names this replica in claims and logs."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass(slots=True)
+class Plan:
+    """Where one entry stands: its anchor, its latest tick, its next tick."""
+
+    entry: Entry
+    anchor: datetime
+    since: datetime
+    next: datetime | None
+
+
+class Beat:
+    """A scheduler replica: ``await Beat(app).run()`` until :meth:`stop`."""
+
+    def __init__(self, app: App, *, store: TickStore | None = None,
+                 node: str | None = None) -> None:
+        self.app = app
+        self.node = node or default_node()
+        self.store = store
+        self.plans: dict[str, Plan] = {}
+        #: Set once the entries are loaded and the loop runs.
+        self.ready = asyncio.Event()
+        self.log = get_logger("beat")
+        self._stopping = asyncio.Event()
+        self._entries_version: Any = object()
+        self._due_sync = self._due_take_over = self._due_prune = utcnow()
+        self._failures = 0
+        #: Coalesced runs found by ``due_ticks``, logged by ``fire`` if this replica wins them.
+        self._missed: list[tuple[Tick, int]] = []
+
+    @property
+    def settings(self) -> BeatSettings:
+        return self.app.settings.section(BeatSettings)
+
+    def stop(self) -> None:
+        """Ask the loop to finish (ticks being published are completed first)."""
+        self._stopping.set()
+
+    # -- the loop -------------------------------------------------------------
+    async def run(self) -> None:
+        """Load the entries, then fire ticks until stopped."""
+        own_store = self.store is None
+        store = self.store = self.store or create_store(self.app.settings)
+        self.tz = self.settings.tz()
+        self.static = load(self.settings.beat_schedule, self.app)
+        await store.setup()
+        try:
+            await self.sync_entries()
+            self.log.info("beat started", node=self.node, store=store.describe(),
+                          timezone=str(self.tz), entries=len(self.plans))
+            if isinstance(store, MemoryStore):
+                self.log.warning("beat: ticks are claimed in this process only; run one "
+                                 "scheduler, or set beat_store / a database result_backend")
+            self.ready.set()
+            while not self._stopping.is_set():
+                delay = await self._guarded_step()
+                try:
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+                except TimeoutError:
+                    pass
+        finally:
+            self.log.info("beat stopped", node=self.node)
+            if own_store:
+                await store.close()
+
+    async def _guarded_step(self) -> float:
+        """One step; an outage (database, broker) is logged and retried with back-off."""
+        try:
+            delay = await self.step()
+        except (asyncio.CancelledError, ImproperlyConfigured):
+            raise
+        except Exception as exc:
+            self._failures += 1
+            delay = min(10.0, 0.5 * 2 ** min(self._failures, 5))
+            self.log.error("beat step failed; retrying", error=repr(exc), retry_in=delay)
+            return delay
+        if self._failures:
+            self.log.info("beat recovered", after_failures=self._failures)
+            self._failures = 0
+        return delay
+
+    async def step(self) -> float:
+        """Do what is due now; returns the seconds until something else is."""
+        settings = self.settings
+        now = utcnow()
+        if now >= self._due_sync:
+            await self.sync_entries()
+            self._due_sync = now + timedelta(seconds=settings.beat_sync_every)
+        if now >= self._due_take_over:
+            await self.take_over()
+            self._due_take_over = now + timedelta(seconds=settings.beat_claim_timeout / 2)
+        due = self.due_ticks(utcnow())
+        if due:
+            await self.fire(due)
+        if now >= self._due_prune:
+            assert self.store is not None
+            await self.store.prune(now - KEEP_SENT)
+            self._due_prune = now + PRUNE_EVERY
+        upcoming = [p.next for p in self.plans.values() if p.next is not None]
+        wake = min([*upcoming, self._due_sync, self._due_take_over])
+        return max(0.0, (wake - utcnow()).total_seconds())
+
+    # -- 1. entries -----------------------------------------------------------
+    async def sync_entries(self) -> None:
+        """Apply the settings' entries and the table's, if the table changed."""
+        assert self.store is not None
+        version = await self.store.entries_version()
+        if version == self._entries_version:
+            return
+        wanted = dict(self.static)
+        for row in await self.store.load_entries():
+            if row.name in self.static:
+                self.log.warning("beat entry in the table ignored: the settings define it",
+                                 entry=row.name)
+                continue
+            if not row.enabled:
+                continue
+            try:
+                wanted[row.name] = Entry.from_config(row.name, row.config, self.app, "database")
+            except ImproperlyConfigured as exc:
+                # The table is edited at run time: a bad row must not stop the others.
+                self.log.error("beat entry skipped", entry=row.name, error=str(exc))
+        await self._replan(wanted)
+        self._entries_version = version
+
+    async def _replan(self, wanted: dict[str, Entry]) -> None:
+        for name in self.plans.keys() - wanted.keys():
+            del self.plans[name]
+            if self.ready.is_set():
+                self.log.info("beat entry removed", entry=name)
+        for name, entry in wanted.items():
+            plan = self.plans.get(name)
+            if plan is not None and not plan.entry.same_job(entry):
+                plan.entry = entry
+                plan.next = self._next(entry.schedule, plan.since, plan.anchor, {})
+                self.log.info("beat entry changed", entry=name, next=_iso(plan.next))
+        new = [name for name in wanted if name not in self.plans]
+        if not new:
+            return
+        assert self.store is not None
+        histories = await self.store.history(new, utcnow())
+        cache: dict[Any, datetime | None] = {}
+        for name in new:
+            entry, history = wanted[name], histories[name]
+            self.plans[name] = Plan(entry, history.anchor, history.since,
+                                    self._next(entry.schedule, history.since, history.anchor,
+                                               cache))
+            if self.ready.is_set():
+                self.log.info("beat entry added", entry=name, next=_iso(self.plans[name].next))
+
+    # -- 2. take-overs ----------------------------------------------------------
+    async def take_over(self) -> None:
+        """Publish ticks whose claimer died (or failed to publish) before sending them."""
+        assert self.store is not None
+        taken = await self.store.take_over(self.node, self.settings.beat_claim_timeout)
+        if not taken:
+            return
+        for tick, previous in taken:
+            self.log.warning("beat took over a tick", entry=tick.entry, task_id=tick.task_id,
+                             scheduled=_iso(tick.fire_time), previous=previous, node=self.node)
+            self.app.hooks.beat_took_over(tick, previous)
+        await self._publish_claimed([tick for tick, _ in taken])
+
+    # -- 3. fire ----------------------------------------------------------------
+    def due_ticks(self, now: datetime) -> list[Tick]:
+        """The ticks to fire now; advances every plan past ``now``.
+
+        Ticks late by at most the grace time fire one by one. Older ones are
+        coalesced: into the first timely tick if there is one, else into one
+        run named by the first missed tick (the same on every replica).
+        """
+        grace = timedelta(seconds=self.settings.beat_misfire_grace_time)
+        cache: dict[Any, datetime | None] = {}
+        ticks: list[Tick] = []
+        for name, plan in self.plans.items():
+            if plan.next is None or plan.next > now:
+                continue
+            times: list[datetime] = []
+            at: datetime | None = plan.next
+            while at is not None and at <= now:
+                if len(times) < MAX_CATCH_UP:
+                    times.append(at)
+                plan.since = at
+                at = self._next(plan.entry.schedule, at, plan.anchor, cache)
+                if len(times) >= MAX_CATCH_UP and at is not None and at <= now:
+                    # Skip ahead: only the timely ticks still matter.
+                    at = self._next(plan.entry.schedule, now - grace, plan.anchor, cache)
+            plan.next = at
+            timely = [t for t in times if now - t <= grace]
+            stale = len(times) - len(timely)
+            if stale:
+                run = Tick(name, timely[0] if timely else times[0])
+                self._missed.append((run, stale))
+            ticks.extend(Tick(name, t) for t in (timely or times[:1]))
+        return ticks
+
+    async def fire(self, ticks: Sequence[Tick]) -> None:
+        """Claim ``ticks``; publish the ones won."""
+        assert self.store is not None
+        missed = dict(self._missed)
+        self._missed.clear()
+        for start in range(0, len(ticks), BATCH):
+            won = await self.store.claim(ticks[start:start + BATCH], self.node)
+            for tick in won:
+                if tick in missed:
+                    self.log.warning("beat missed ticks, coalesced into one run",
+                                     entry=tick.entry, missed=missed[tick],
+                                     run=tick.task_id, scheduled=_iso(tick.fire_time))
+                    self.app.hooks.beat_missed(tick, missed[tick])
+            await self._publish_claimed(won)
+
+    async def _publish_claimed(self, ticks: Sequence[Tick]) -> None:
+        """Publish claimed ticks concurrently; mark sent those the broker confirmed."""
+        assert self.store is not None
+        for start in range(0, len(ticks), BATCH):
+            batch = ticks[start:start + BATCH]
+            results = await asyncio.gather(*(self._publish(t) for t in batch))
+            sent = [tick for tick, ok in zip(batch, results, strict=True) if ok]
+            await self.store.mark_sent(sent)
+            done = utcnow()
+            for tick in sent:
+                lag = (done - tick.fire_time).total_seconds()
+                self.log.info("beat fired", entry=tick.entry, task_id=tick.task_id,
+                              scheduled=_iso(tick.fire_time), lag=round(lag, 3))
+                self.app.hooks.beat_fired(tick, lag)
+
+    async def _publish(self, tick: Tick) -> bool:
+        plan = self.plans.get(tick.entry)
+        if plan is None:
+            # Removed since it was claimed: settle the claim, send nothing.
+            self.log.info("beat tick dropped: entry removed", entry=tick.entry,
+                          task_id=tick.task_id)
+            return True
+        entry = plan.entry
+        options = dict(entry.options)
+        options["headers"] = {**(options.get("headers") or {}), BEAT_HEADER: True}
+        try:
+            task = self.app.tasks.get(entry.task)
+            if task is not None:
+                await task.apply_async(list(entry.args), dict(entry.kwargs),
+                                       task_id=tick.task_id, **options)
+            else:
+                await self.app.send_task(entry.task, entry.args, dict(entry.kwargs),
+                                         task_id=tick.task_id, **options)
+        except Exception as exc:
+            # Left claimed and unsent: a take-over publishes it once the claim is stale.
+            self.log.error("beat publish failed", entry=tick.entry, task_id=tick.task_id,
+                           error=repr(exc))
+            return False
+        return True
+
+    # -- schedules --------------------------------------------------------------
+    def _next(self, schedule: schedules.BaseSchedule, after: datetime, anchor: datetime,
+              cache: dict[Any, datetime | None]) -> datetime | None:
+        """``schedule.next_after``, computed once per step for entries that share it."""
+        key = (schedule.key(), after,
+               anchor if isinstance(schedule, schedules.schedule) else None)
+        if key not in cache:
+            cache[key] = schedule.next_after(after, self.tz, anchor)
+        return cache[key]
+
+
+def upcoming(entry: Entry, tz: tzinfo, after: datetime, count: int) -> list[datetime]:
+    """The next ``count`` fires of ``entry`` strictly after ``after``, with no history
+    (an interval's first fire is ``after`` plus the interval)."""
+    times: list[datetime] = []
+    at = after
+    for _ in range(count):
+        nxt = entry.schedule.next_after(at, tz, after)
+        if nxt is None:
+            break
+        times.append(nxt)
+        at = nxt
+    return times
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
