@@ -34,7 +34,6 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 from apscheduler.triggers.cron import CronTrigger
-from apscheduler.triggers.interval import IntervalTrigger
 
 from .exceptions import ImproperlyConfigured
 
@@ -54,6 +53,7 @@ _FOREIGN_FIELDS = {"day": "day_of_month", "month": "month_of_year", "dow": "day_
                    "weekday": "day_of_week", "second": None, "year": None, "week": None}
 _PART = re.compile(r"^(?:(?P<star>\*)|(?P<start>\w+)(?:-(?P<end>\w+))?)(?:/(?P<step>\w+))?$")
 _MINUTE = timedelta(minutes=1)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 class ScheduleError(ImproperlyConfigured, ValueError):
@@ -101,7 +101,11 @@ class schedule(BaseSchedule):  # noqa: N801 - Celery's name
                  nowfun: Callable[[], datetime] | None = None, app: Any = None) -> None:
         if isinstance(run_every, bool) or not isinstance(run_every, (int, float, timedelta)):
             raise ScheduleError(f"an interval is seconds or a timedelta, not {run_every!r}")
-        every = run_every if isinstance(run_every, timedelta) else timedelta(seconds=run_every)
+        try:
+            every = (run_every if isinstance(run_every, timedelta)
+                     else timedelta(seconds=run_every))
+        except (ValueError, OverflowError) as exc:  # nan, inf, too large
+            raise ScheduleError(f"invalid interval {run_every!r}: {exc}") from None
         if every <= timedelta(0):
             raise ScheduleError(f"an interval must be positive, not {every}")
         self.run_every = every
@@ -126,13 +130,13 @@ class schedule(BaseSchedule):  # noqa: N801 - Celery's name
         return local.astimezone(UTC)
 
     def next_after(self, after: datetime, tz: tzinfo, anchor: datetime) -> datetime | None:
+        # Whole microseconds, not APScheduler's IntervalTrigger: its float
+        # division skips a grid point for intervals like 0.1 s.
         first = self.start(anchor, tz) + self.run_every
         if after < first:
             return first
-        trigger = IntervalTrigger(seconds=self.seconds, start_date=first, timezone=UTC)
-        # The trigger returns the first grid point at or after its "now".
-        nxt: datetime | None = trigger.get_next_fire_time(None, after + timedelta(microseconds=1))
-        return None if nxt is None else nxt.astimezone(UTC)
+        step = self.run_every // _MICROSECOND
+        return first + ((after - first) // _MICROSECOND // step + 1) * self.run_every
 
     def key(self) -> tuple[Any, ...]:
         return ("interval", self.seconds, self.relative)
@@ -198,7 +202,9 @@ class crontab(BaseSchedule):  # noqa: N801 - Celery's name
         skipped hour (spring forward) fires at the same offset before the
         change, i.e. an hour later on the clock, once; a minute in a repeated
         hour (fall back) fires at its first occurrence only. A wall time that
-        would land at or before ``after`` is passed over.
+        would land at or before ``after`` is passed over; that is the one
+        difference from Celery, which asked from inside a repeated hour's
+        second pass returns times before it.
         """
         wall = after.astimezone(tz).replace(tzinfo=None)
         for _ in range(2000):  # a repeated hour passes over at most 60 minutes
@@ -266,7 +272,11 @@ def parse(value: Any) -> BaseSchedule:
     relative = value.get("relative", False)
     if not isinstance(relative, bool):
         raise ScheduleError(f"interval relative must be true or false, not {relative!r}")
-    return schedule(timedelta(**units), relative=relative)
+    try:
+        every = timedelta(**units)
+    except (ValueError, OverflowError) as exc:  # nan, inf, too large
+        raise ScheduleError(f"invalid interval {dict(value)!r}: {exc}") from None
+    return schedule(every, relative=relative)
 
 
 def _unknown_fields(names: Iterable[str]) -> str:
@@ -323,7 +333,7 @@ def _parse_text(text: str, name: str, low: int, high: int,
                 raise ScheduleError(f"invalid crontab {name} {text!r}: a step needs '*' or "
                                     f"a range ({part!r})")
             step = match["step"]
-            if not step.isdigit() or int(step) == 0:
+            if not step.isdecimal() or not step.isascii() or int(step) == 0:
                 raise ScheduleError(f"invalid crontab {name} {text!r}: bad step {step!r}")
             span = span[::int(step)]
         values.update(span)
@@ -331,7 +341,7 @@ def _parse_text(text: str, name: str, low: int, high: int,
 
 
 def _number(token: str, name: str, low: int, high: int, names: tuple[str, ...]) -> int:
-    if token.isdigit():
+    if token.isdecimal() and token.isascii():
         value = int(token)
         if not low <= value <= high:
             raise ScheduleError(f"crontab {name} value {value} is out of range {low}-{high}")

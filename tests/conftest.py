@@ -83,13 +83,15 @@ def queue_name() -> str:
 
 
 class WorkerProcess:
-    """``python -m asyncworker worker`` in a subprocess, logging JSON to a file."""
+    """``python -m asyncworker worker`` (or another subcommand) in a subprocess,
+    logging JSON to a file."""
 
-    def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, args: list[str], env: dict[str, str], log_path: Path,
+                 command: str = "worker") -> None:
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "asyncworker", "worker", *args],
+            [sys.executable, "-m", "asyncworker", command, *args],
             cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT,
         )
 
@@ -107,14 +109,14 @@ class WorkerProcess:
         """Log lines whose event is ``event``."""
         return [line for line in self.lines() if line.get("event") == event]
 
-    def wait_ready(self, timeout: float = 30) -> None:
-        """Wait for the 'worker ready' line (fail early if the process died)."""
+    def wait_ready(self, timeout: float = 30, event: str = "worker ready") -> None:
+        """Wait for the ``event`` line (fail early if the process died)."""
         def ready() -> bool:
             if self.proc.poll() is not None:
-                raise AssertionError(f"worker exited {self.proc.returncode}:\n"
+                raise AssertionError(f"process exited {self.proc.returncode}:\n"
                                      + self.log_path.read_text())
-            return bool(self.events("worker ready"))
-        wait_for(ready, timeout, what="worker ready")
+            return bool(self.events(event))
+        wait_for(ready, timeout, what=event)
 
     def signal(self, sig: int) -> None:
         """Send a signal to the worker."""
@@ -144,29 +146,35 @@ def start_worker(services: dict[str, str],
     started: list[WorkerProcess] = []
 
     def start(*args: str, app: str = "tests.apps.compat:app", wait: bool = True,
-              **settings: Any) -> WorkerProcess:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ASYNCWORKER_")}
-        env.update({
-            "ASYNCWORKER_BROKER_URL": BROKER_URL,
-            "ASYNCWORKER_RESULT_BACKEND": "db+" + PG_DSN,
-            "ASYNCWORKER_RESULT_EXTENDED": "true",
-            "ASYNCWORKER_WORKER_LOG_FORMAT": "json",
-            "ASYNCWORKER_TEST_REDIS_URL": REDIS_URL,
-            "PYTHONUNBUFFERED": "1",
-        })
-        for key, value in settings.items():
-            env["ASYNCWORKER_" + key.upper()] = (
-                json.dumps(value) if isinstance(value, (dict, list)) else str(value))
-        worker = WorkerProcess(["-A", app, *args], env,
-                               tmp_path / f"worker-{len(started)}.log")
+              command: str = "worker", **settings: Any) -> WorkerProcess:
+        worker = WorkerProcess(["-A", app, *args], process_env(**settings),
+                               tmp_path / f"{command}-{len(started)}.log", command)
         started.append(worker)
         if wait:
-            worker.wait_ready()
+            worker.wait_ready(event="beat started" if command == "beat" else "worker ready")
         return worker
 
     yield start
     for worker in started:
         worker.stop()
+
+
+def process_env(**settings: Any) -> dict[str, str]:
+    """The environment of an asyncworker subprocess: the test services, JSON logs,
+    and ``settings`` as ``ASYNCWORKER_<NAME>`` variables."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ASYNCWORKER_")}
+    env.update({
+        "ASYNCWORKER_BROKER_URL": BROKER_URL,
+        "ASYNCWORKER_RESULT_BACKEND": "db+" + PG_DSN,
+        "ASYNCWORKER_RESULT_EXTENDED": "true",
+        "ASYNCWORKER_WORKER_LOG_FORMAT": "json",
+        "ASYNCWORKER_TEST_REDIS_URL": REDIS_URL,
+        "PYTHONUNBUFFERED": "1",
+    })
+    for key, value in settings.items():
+        env["ASYNCWORKER_" + key.upper()] = (
+            json.dumps(value) if isinstance(value, (dict, list)) else str(value))
+    return env
 
 
 @pytest.fixture(scope="session")
