@@ -19,8 +19,8 @@ from . import broker as brokers
 from . import protocol
 from . import settings as settings_mod
 from .backends import ResultBackend
-from .beat.plugin import BeatPlugin
 from .backends import create as create_backend
+from .beat.plugin import BeatPlugin
 from .broker.base import Broker
 from .broker.topology import Topology
 from .builtins import register_builtins

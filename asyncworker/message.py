@@ -339,6 +339,10 @@ class TaskMessage:
         headers["origin"] = self.origin or origin()
         headers["argsrepr"] = safe_repr(self.args)
         headers["kwargsrepr"] = safe_repr(self.kwargs)
+        # Celery 5.3+/5.4+ producers always send these (a received message's are kept).
+        headers.setdefault("replaced_task_nesting", 0)
+        headers.setdefault("stamped_headers", None)
+        headers.setdefault("stamps", {})
         return headers
 
 

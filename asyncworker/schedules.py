@@ -86,7 +86,7 @@ class BaseSchedule:
         return hash(self.key())
 
 
-class schedule(BaseSchedule):  # noqa: N801 - Celery's name
+class schedule(BaseSchedule):
     """Every ``run_every`` (seconds or a ``timedelta``), Celery's signature.
 
     The first fire is ``run_every`` after the entry is first scheduled, then
@@ -151,7 +151,7 @@ class schedule(BaseSchedule):  # noqa: N801 - Celery's name
         return f"<freq: {self.seconds:g}s>"
 
 
-class crontab(BaseSchedule):  # noqa: N801 - Celery's name
+class crontab(BaseSchedule):
     """A Celery crontab: ``crontab(minute="*/15", hour="9-17", day_of_week="mon-fri")``.
 
     Each field takes an int, a set or list of ints, or text in Celery's
@@ -209,7 +209,8 @@ class crontab(BaseSchedule):  # noqa: N801 - Celery's name
         wall = after.astimezone(tz).replace(tzinfo=None)
         for _ in range(2000):  # a repeated hour passes over at most 60 minutes
             start = wall.replace(second=0, microsecond=0) + _MINUTE
-            found = self._trigger.get_next_fire_time(None, start.replace(tzinfo=UTC))
+            found: datetime | None = self._trigger.get_next_fire_time(
+                None, start.replace(tzinfo=UTC))
             if found is None:
                 return None
             wall = found.replace(tzinfo=None)

@@ -22,6 +22,7 @@ stores are not used, since they cannot be shared between processes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 from collections.abc import Sequence
@@ -113,10 +114,8 @@ class Beat:
             self.ready.set()
             while not self._stopping.is_set():
                 delay = await self._guarded_step()
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), delay)
-                except TimeoutError:
-                    pass
         finally:
             self.log.info("beat stopped", node=self.node)
             if own_store:
@@ -130,7 +129,7 @@ class Beat:
             raise
         except Exception as exc:
             self._failures += 1
-            delay = min(10.0, 0.5 * 2 ** min(self._failures, 5))
+            delay = min(10.0, 0.5 * float(2 ** min(self._failures, 5)))
             self.log.error("beat step failed; retrying", error=repr(exc), retry_in=delay)
             return delay
         if self._failures:

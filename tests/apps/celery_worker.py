@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -24,3 +25,7 @@ def describe(self: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
 @app.task(name="celery_side.fail")
 def fail(message: str) -> None:
     raise LookupError(message)
+
+# `celery beat` with this app runs the entries given as JSON (schedules in seconds).
+if os.environ.get("CELERY_BEAT_SCHEDULE"):
+    app.conf.beat_schedule = json.loads(os.environ["CELERY_BEAT_SCHEDULE"])

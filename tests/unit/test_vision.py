@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from asyncworker.backends.base import exception_to_meta
+from asyncworker.beat import BeatSettings
 from asyncworker.contrib.vision.classification import (
     CATEGORIES,
     MalformedAnswer,
@@ -139,14 +140,14 @@ def test_plugin_registers_tasks_clients_and_section() -> None:
     pipeline.install(app)     # already has the clients
     assert {tasks.UPLOAD, tasks.ANALYSIS} <= set(app.tasks)
     assert app.tasks[tasks.ANALYSIS].bind is True
-    assert len(app._lifespans) == before + 1 and len(app.plugins) == 1
-    assert app.settings_sections() == [VisionSettings]
+    assert len(app._lifespans) == before + 1 and len(app.plugins) == 2  # beat, vision
+    assert app.settings_sections() == [BeatSettings, VisionSettings]
 
     bench_like = App("b")
     pipeline.install(bench_like)  # the section and the clients, no tasks
     pipeline.install(bench_like)
     assert not {tasks.UPLOAD, tasks.ANALYSIS} & set(bench_like.tasks)
-    assert [p.name for p in bench_like.plugins] == ["vision-clients"]
+    assert [p.name for p in bench_like.plugins] == ["beat", "vision-clients"]
 
 
 async def test_clients_and_tasks_read_the_section(monkeypatch: pytest.MonkeyPatch) -> None:
