@@ -130,6 +130,23 @@ class App:
         return [p.settings for p in self.plugins if p.settings is not None]
 
     @property
+    def conf(self) -> Conf:
+        """Celery's ``app.conf``: settings read and set in code.
+
+        ``app.conf.beat_schedule = {...}`` and ``app.conf.update(timezone=...)``
+        set values at the App's level (the TOML file, the environment and the
+        command line still override them); ``app.conf.timezone`` reads the
+        effective value.
+        """
+        return Conf(self)
+
+    def set_code_settings(self, values: dict[str, Any]) -> None:
+        """Set settings as if given to ``App(...)`` (checked when next read)."""
+        self._code_settings = {**self._code_settings, **values}
+        self._settings = None
+        self._topology = None
+
+    @property
     def topology(self) -> Topology:
         """Queues and routes derived from the settings."""
         if self._topology is None:
@@ -271,6 +288,28 @@ class App:
         await broker.publish(route.exchange, route.routing_key, outgoing)
         self.hooks.task_sent(outgoing, route.exchange, route.routing_key)
         return ResultHandle(message.id, self)
+
+
+class Conf:
+    """``app.conf``: attribute access to an App's settings, Celery-style."""
+
+    __slots__ = ("_app",)
+
+    def __init__(self, app: App) -> None:
+        object.__setattr__(self, "_app", app)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._app.settings.value(name)
+        except KeyError:
+            raise AttributeError(f"no setting {name!r}") from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self._app.set_code_settings({name: value})
+
+    def update(self, values: dict[str, Any] | None = None, /, **more: Any) -> None:
+        """Set several settings at once."""
+        self._app.set_code_settings({**(values or {}), **more})
 
 
 _REPLY_TO = protocol.new_id()

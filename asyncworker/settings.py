@@ -162,6 +162,11 @@ class Settings:
                 f"no settings section {kind.section!r}: enable the plugin that declares it")
         return found
 
+    def value(self, name: str) -> Any:
+        """A setting by its flat name, the core's or a section's (``KeyError`` if unknown)."""
+        owner = self._owners()[name]
+        return getattr(self if owner is None else self.sections[owner], name)
+
     def with_sections(self, kinds: Iterable[type[Section]]) -> Settings:
         """A copy that also knows ``kinds``, each at its defaults unless already present."""
         sections = dict(self.sections)

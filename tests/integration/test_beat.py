@@ -337,3 +337,20 @@ def test_messages_equal_celery_beats(start_worker: Callable[..., WorkerProcess],
     for prop in ("content_type", "content_encoding", "priority", "delivery_mode"):
         assert getattr(ours, prop) == getattr(theirs, prop), prop
     assert (ours.routing_key, ours.exchange) == (theirs.routing_key, theirs.exchange)
+
+
+def test_worker_with_embedded_beat(start_worker: Callable[..., WorkerProcess], queue_name: str,
+                                   entry_name: str, tmp_path: Path, pg: Any) -> None:
+    """``worker --beat`` schedules and runs the ticks in one process."""
+    config = beat_config(tmp_path / "beat.toml", {entry_name: {
+        "task": "compat.add_async", "schedule": INTERVAL, "args": [2, 3],
+        "options": {"queue": queue_name}}})
+    worker = start_worker("--beat", "-Q", queue_name, "--config", config)
+    assert worker.events("beat started")
+    wait_for(lambda: len(fired(worker)) >= 3, 20, what="three ticks")
+    ids = [line["task_id"] for line in fired(worker)]
+    rows = wait_for(lambda: (r := task_rows(pg, ids)) and len(r) == len(ids) and r, 30,
+                    what="the ticks' results")
+    assert {row["status"] for row in rows.values()} == {"SUCCESS"}
+    worker.stop()
+    assert worker.events("beat stopped")

@@ -9,13 +9,14 @@ import pytest
 
 from asyncworker import settings as settings_mod
 from asyncworker.backends import normalize_url
+from asyncworker.beat import BeatSettings
 from asyncworker.contrib.vision import VisionSettings
 from asyncworker.exceptions import ImproperlyConfigured
 from asyncworker.logging import redact_text, redact_url
 
 REPO = Path(__file__).resolve().parents[2]
 #: The sections of the plugins shipped in asyncworker.contrib.
-SHIPPED_SECTIONS = [VisionSettings]
+SHIPPED_SECTIONS = [BeatSettings, VisionSettings]
 
 
 def test_precedence(tmp_path: Path) -> None:
@@ -52,9 +53,10 @@ def test_bad_config_is_reported(tmp_path: Path, content: str, match: str) -> Non
 
 def test_shipped_configs_load() -> None:
     for name in ("default.toml", "vision_analysis.toml"):
-        settings_mod.load(REPO / "config" / name, environ={}, sections=[VisionSettings])
+        settings_mod.load(REPO / "config" / name, environ={}, sections=SHIPPED_SECTIONS)
     with pytest.raises(ImproperlyConfigured, match="unknown setting 'vision'"):
-        settings_mod.load(REPO / "config" / "default.toml", environ={})  # no vision plugin
+        settings_mod.load(REPO / "config" / "default.toml", environ={},  # no vision plugin
+                          sections=[BeatSettings])
 
 
 @pytest.mark.parametrize(("url", "expected"), [
