@@ -60,6 +60,9 @@ _CLAIM = f"""
 WITH claimed AS (
     INSERT INTO {TICKS} (entry, fire_time, claimed_by)
     SELECT entry, fire_time, $3 FROM unnest($1::text[], $2::timestamptz[]) AS t(entry, fire_time)
+    -- One order for every replica: overlapping batches inserted in different
+    -- orders would wait on each other's rows and deadlock.
+    ORDER BY entry, fire_time
     ON CONFLICT DO NOTHING
     RETURNING entry, fire_time
 ), latest AS (
@@ -139,6 +142,7 @@ class PostgresStore(TickStore):
 
     async def mark_sent(self, ticks: Sequence[Tick]) -> None:
         if ticks:
+            ticks = sorted(ticks, key=_order)
             await self.pool.execute(
                 f"UPDATE {TICKS} t SET sent_at = clock_timestamp() "
                 "FROM unnest($1::text[], $2::timestamptz[]) AS s(entry, fire_time) "
@@ -181,3 +185,7 @@ class PostgresStore(TickStore):
             f"UPDATE {ENTRIES} SET enabled = $2, updated_at = clock_timestamp() "
             "WHERE name = $1", name, enabled)
         return bool(status.endswith(" 1"))
+
+
+def _order(tick: Tick) -> tuple[str, datetime]:
+    return tick.entry, tick.fire_time

@@ -152,7 +152,9 @@ class MemoryStore(TickStore):
 
     async def mark_sent(self, ticks: Sequence[Tick]) -> None:
         for tick in ticks:
-            self.claims[(tick.entry, tick.fire_time)][2] = True
+            claim = self.claims.get((tick.entry, tick.fire_time))
+            if claim is not None:
+                claim[2] = True
 
     async def take_over(self, node: str, timeout: float) -> list[tuple[Tick, str]]:
         now = datetime.now(UTC)
