@@ -374,3 +374,32 @@ def test_worker_with_embedded_beat(start_worker: Callable[..., WorkerProcess], q
     assert {row["status"] for row in rows.values()} == {"SUCCESS"}
     worker.stop()
     assert worker.events("beat stopped")
+
+
+def test_a_dead_claimers_tick_is_taken_over(start_worker: Callable[..., WorkerProcess],
+                                            queue_name: str, entry_name: str,
+                                            tmp_path: Path, pg: Any) -> None:
+    """A tick claimed by a replica that died before publishing is published by
+    another, with the tick's own task id, once the claim is stale."""
+    config = beat_config(tmp_path / "beat.toml", {entry_name: {
+        "task": "compat.echo", "schedule": 3600.0, "options": {"queue": queue_name}}},
+        beat_claim_timeout=1.0)
+    beat = start_worker("--config", config, command="beat")
+    scheduled = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=2)
+    with pg.cursor() as cur:  # what a replica killed between claim and publish leaves
+        cur.execute("INSERT INTO asyncworker_beat_ticks (entry, fire_time, claimed_by, "
+                    "claimed_at) VALUES (%s, %s, 'dead-replica', now())",
+                    (entry_name, scheduled))
+    expected = tick_id(entry_name, scheduled)
+    taken = wait_for(lambda: [x for x in beat.events("beat took over a tick")
+                              if x["task_id"] == expected], 15, what="the take-over")
+    assert taken[0]["previous"] == "dead-replica"
+    wait_for(lambda: [x for x in fired(beat) if x["task_id"] == expected], 10,
+             what="the publish")
+    messages = asyncio.run(drain(queue_name))
+    assert [str(m.headers["id"]) for m in messages] == [expected]
+    with pg.cursor() as cur:
+        cur.execute("SELECT claimed_by, sent_at FROM asyncworker_beat_ticks "
+                    "WHERE entry = %s AND fire_time = %s", (entry_name, scheduled))
+        claimed_by, sent_at = cur.fetchone()
+    assert claimed_by != "dead-replica" and sent_at is not None
