@@ -226,7 +226,8 @@ class App:
         """The producer connection, opened on first use."""
         async with self._lock:
             if self._broker is None:
-                broker = brokers.create(self.settings)
+                broker = brokers.create(self.settings,
+                                        connection_name=f"asyncworker producer {os.getpid()}")
                 await broker.connect()
                 self._broker = broker
             return self._broker

@@ -97,6 +97,7 @@ class PostgresStore(TickStore):
         self.create_tables = settings.database_create_tables_at_setup
         self.timeout = settings.broker_connection_timeout
         self._pool: asyncpg.Pool | None = None
+        self._tables_ready = False
 
     def describe(self) -> str:
         return f"postgresql {redact_url(self.url)}"
@@ -108,15 +109,20 @@ class PostgresStore(TickStore):
         return self._pool
 
     async def setup(self) -> None:
-        if self._pool is not None:
-            return
-        self._pool = await asyncpg.create_pool(self.url, min_size=1, max_size=4,
-                                               timeout=self.timeout)
-        if self.create_tables:
+        if self._pool is None:
+            self._pool = await self._connect()
+        if self.create_tables and not self._tables_ready:
             async with self.pool.acquire() as conn, conn.transaction():
                 # Replicas starting together must not race on CREATE TABLE.
                 await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", TICKS)
                 await conn.execute(_SCHEMA)
+            self._tables_ready = True
+
+    async def _connect(self) -> asyncpg.Pool:
+        return await asyncpg.create_pool(
+            self.url, min_size=1, max_size=4, timeout=self.timeout,
+            # Named so operators (and tests) can tell the scheduler's sessions apart.
+            server_settings={"application_name": "asyncworker beat"})
 
     async def close(self) -> None:
         if self._pool is not None:

@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any
@@ -98,14 +98,24 @@ class Beat:
 
     # -- the loop -------------------------------------------------------------
     async def run(self) -> None:
-        """Load the entries, then fire ticks until stopped."""
+        """Load the entries, then fire ticks until stopped.
+
+        The store is reached (and the entries read) with the same retries as
+        every step, so a scheduler started during a database outage waits
+        for it instead of exiting.
+        """
         own_store = self.store is None
         store = self.store = self.store or create_store(self.app.settings)
         self.tz = self.settings.tz()
         self.static = load(self.settings.beat_schedule, self.app)
-        await store.setup()
         try:
-            await self.sync_entries()
+            while not self._stopping.is_set():
+                delay = await self._guarded(self._start)
+                if delay is None:
+                    break
+                await self._sleep(delay)
+            else:
+                return
             self.log.info("beat started", node=self.node, store=store.describe(),
                           timezone=str(self.tz), entries=len(self.plans))
             if isinstance(store, MemoryStore):
@@ -113,18 +123,27 @@ class Beat:
                                  "scheduler, or set beat_store / a database result_backend")
             self.ready.set()
             while not self._stopping.is_set():
-                delay = await self._guarded_step()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), delay)
+                await self._sleep(await self._guarded(self.step) or 0.0)
         finally:
             self.log.info("beat stopped", node=self.node)
             if own_store:
                 await store.close()
 
-    async def _guarded_step(self) -> float:
-        """One step; an outage (database, broker) is logged and retried with back-off."""
+    async def _start(self) -> float | None:
+        assert self.store is not None
+        await self.store.setup()
+        await self.sync_entries()
+        return None
+
+    async def _sleep(self, delay: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), delay)
+
+    async def _guarded(self, action: Callable[[], Awaitable[float | None]]) -> float | None:
+        """Run ``action``; an outage (database, broker) is logged, and the back-off
+        before trying again returned instead of its result."""
         try:
-            delay = await self.step()
+            result = await action()
         except (asyncio.CancelledError, ImproperlyConfigured):
             raise
         except Exception as exc:
@@ -135,7 +154,7 @@ class Beat:
         if self._failures:
             self.log.info("beat recovered", after_failures=self._failures)
             self._failures = 0
-        return delay
+        return result
 
     async def step(self) -> float:
         """Do what is due now; returns the seconds until something else is."""
@@ -214,6 +233,10 @@ class Beat:
         if not taken:
             return
         for tick, previous in taken:
+            if previous == self.node:  # its own publish failed earlier (broker outage)
+                self.log.info("beat retrying a tick", entry=tick.entry, task_id=tick.task_id,
+                              scheduled=_iso(tick.fire_time))
+                continue
             self.log.warning("beat took over a tick", entry=tick.entry, task_id=tick.task_id,
                              scheduled=_iso(tick.fire_time), previous=previous, node=self.node)
             self.app.hooks.beat_took_over(tick, previous)
