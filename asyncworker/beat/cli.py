@@ -19,7 +19,7 @@ import asyncio
 import json
 import signal
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from ..exceptions import ImproperlyConfigured
@@ -29,6 +29,7 @@ from ..plugins import CliCommand
 from .entries import Entry, load
 from .scheduler import Beat, upcoming, utcnow
 from .settings import BeatSettings
+from .store import MemoryStore, store_url
 from .store import create as create_store
 
 
@@ -116,6 +117,7 @@ def _show(entries: dict[str, Entry], beat: BeatSettings, count: int, now_text: s
             now = now.replace(tzinfo=tz)  # a time without offset is in the configured zone
     else:
         now = utcnow()
+    now = now.astimezone(UTC)  # intervals count real time, not the wall clock
     for name, entry in entries.items():
         times = upcoming(entry, tz, now, count)
         print(json.dumps({"entry": name, "task": entry.task,
@@ -126,8 +128,14 @@ def _show(entries: dict[str, Entry], beat: BeatSettings, count: int, now_text: s
 async def _entries(app: Any, args: argparse.Namespace) -> int:
     beat = app.settings.section(BeatSettings)
     static = load(beat.beat_schedule, app)
+    name: str = getattr(args, "entry", "")
+    if name in static:
+        raise ImproperlyConfigured(
+            f"entry {name!r} comes from the settings and is read-only here")
     store = create_store(app.settings)
-    if not store.supports_entries:
+    if not store.supports_entries or (isinstance(store, MemoryStore)
+                                      and store_url(app.settings) is None):
+        # A process-local table would vanish with this command.
         raise ImproperlyConfigured(store.no_entries_reason())
     await store.setup()
     try:
@@ -139,10 +147,6 @@ async def _entries(app: Any, args: argparse.Namespace) -> int:
                         "enabled": row.enabled}
                 print(json.dumps(data))
             return 0
-        name = args.entry
-        if name in static:
-            raise ImproperlyConfigured(
-                f"entry {name!r} comes from the settings and is read-only here")
         if args.verb == "add":
             config = {"task": args.task, "schedule": _schedule_arg(args),
                       "args": _json(args.args, "--args", list),

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from .. import schedules
+from ..broker.topology import Topology
 from ..exceptions import ImproperlyConfigured
 from ..message import OPTIONS
 
@@ -50,7 +51,8 @@ class Entry:
     enabled: bool = True
 
     @classmethod
-    def from_config(cls, name: str, config: Any, app: App, source: str = "settings") -> Entry:
+    def from_config(cls, name: str, config: Any, app: App, source: str = "settings",
+                    topology: Topology | None = None) -> Entry:
         """Read and check one ``beat_schedule`` entry (Celery's shape) for ``app``.
 
         The route is checked as the message will be sent: ``options``, else the
@@ -70,15 +72,14 @@ class Entry:
             if "schedule" not in config:
                 raise ImproperlyConfigured("'schedule' is missing")
             schedule = schedules.parse(config["schedule"])
-            if config.get("relative") and isinstance(schedule, schedules.schedule):
+            relative = config.get("relative", False)
+            if not isinstance(relative, bool):
+                raise ImproperlyConfigured(f"'relative' must be true or false, not {relative!r}")
+            if relative and isinstance(schedule, schedules.schedule):
                 schedule = schedules.schedule(schedule.run_every, relative=True)
-            args = config.get("args") or ()
-            if not isinstance(args, (list, tuple)):
-                raise ImproperlyConfigured(f"'args' must be a list, not {args!r}")
-            kwargs = config.get("kwargs") or {}
-            if not isinstance(kwargs, Mapping):
-                raise ImproperlyConfigured(f"'kwargs' must be a table, not {kwargs!r}")
-            options = dict(config.get("options") or {})
+            args = _typed(config, "args", (list, tuple), "a list", ())
+            kwargs = _typed(config, "kwargs", Mapping, "a table", {})
+            options = dict(_typed(config, "options", Mapping, "a table", {}))
             bad = sorted(set(options) - (OPTIONS - {"task_id"}))
             if bad:
                 raise ImproperlyConfigured(
@@ -88,8 +89,10 @@ class Entry:
             if registered is not None and registered.queue and not any(
                     k in options for k in ("queue", "exchange", "routing_key")):
                 queue = registered.queue
-            route = app.topology.route(task, queue, options.get("exchange"),
-                                       options.get("routing_key"))
+            # A scratch topology: routing may create a missing queue's declaration,
+            # which must not join the queues a worker consumes.
+            route = (topology or Topology(app.settings)).route(
+                task, queue, options.get("exchange"), options.get("routing_key"))
             if not route.exchange and not route.routing_key:
                 raise ImproperlyConfigured(f"no route places task {task!r} on a queue")
         except ImproperlyConfigured as exc:
@@ -127,4 +130,17 @@ def tick_id(entry: str, fire_time: datetime) -> str:
 
 def load(schedule: Mapping[str, Any], app: App) -> dict[str, Entry]:
     """Every entry of a ``beat_schedule`` setting, checked."""
-    return {name: Entry.from_config(name, config, app) for name, config in schedule.items()}
+    topology = Topology(app.settings)
+    return {name: Entry.from_config(name, config, app, topology=topology)
+            for name, config in schedule.items()}
+
+
+def _typed(config: Mapping[str, Any], key: str, kind: type | tuple[type, ...], what: str,
+           default: Any) -> Any:
+    """``config[key]`` if it is of ``kind`` (absent or None: ``default``)."""
+    value = config.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, kind):
+        raise ImproperlyConfigured(f"{key!r} must be {what}, not {value!r}")
+    return value

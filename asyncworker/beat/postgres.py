@@ -159,6 +159,11 @@ class PostgresStore(TickStore):
         rows = await self.pool.fetch(_TAKE_OVER, node, float(timeout))
         return [(Tick(r["entry"], r["fire_time"]), r["claimed_by"]) for r in rows]
 
+    async def advance(self, name: str, upto: datetime) -> None:
+        await self.pool.execute(
+            f"UPDATE {HISTORY} SET last_fire = $2 WHERE entry = $1 "
+            "AND (last_fire IS NULL OR last_fire < $2)", name, upto)
+
     async def forget(self, name: str) -> None:
         await self.pool.execute(f"DELETE FROM {HISTORY} WHERE entry = $1", name)
 

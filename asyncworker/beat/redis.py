@@ -86,6 +86,18 @@ end
 return won
 """
 
+# KEYS: the history; ARGV: the new last fire (ISO), and in microseconds. Forward only,
+# and only for an anchored entry, as a claim advances it.
+_ADVANCE_LUA = """
+if redis.call('HEXISTS', KEYS[1], 'anchor') == 1 then
+  local current = redis.call('HGET', KEYS[1], 'last_fire_us')
+  if not current or tonumber(current) < tonumber(ARGV[2]) then
+    redis.call('HSET', KEYS[1], 'last_fire', ARGV[1], 'last_fire_us', ARGV[2])
+  end
+end
+return 0
+"""
+
 # KEYS: unsent, then the ticks' claim keys; ARGV: the ticks' unsent members.
 _MARK_SENT_LUA = """
 for i = 2, #KEYS do
@@ -174,6 +186,7 @@ class RedisStore(TickStore):
         self._mark_sent = _Script(_MARK_SENT_LUA)
         self._take_over = _Script(_TAKE_OVER_LUA)
         self._prune = _Script(_PRUNE_LUA)
+        self._advance = _Script(_ADVANCE_LUA)
 
     def describe(self) -> str:
         return redact_url(self.url)
@@ -255,6 +268,11 @@ class RedisStore(TickStore):
                             TAKE_OVER_LIMIT])])
         return [(_tick(_text(member)), _text(previous))
                 for member, previous in zip(reply[::2], reply[1::2], strict=True)]
+
+    async def advance(self, name: str, upto: datetime) -> None:
+        upto = _utc(upto)
+        await self._run(self._advance, [([self._history_key(name)],
+                                         [upto.isoformat(), _micros(upto)])])
 
     async def forget(self, name: str) -> None:
         await self.client.delete(self._history_key(name))

@@ -41,11 +41,12 @@ from .store import create as create_store
 if TYPE_CHECKING:
     from ..app import App
 
-#: Most ticks of one entry enumerated when catching up (the rest are counted as one miss).
+#: Most missed ticks of one entry counted when catching up.
 MAX_CATCH_UP = 10_000
 #: Ticks claimed per round trip, and published at once.
 BATCH = 2_000
 PRUNE_EVERY = timedelta(hours=1)
+_TINY = timedelta(microseconds=1)
 KEEP_SENT = timedelta(days=1)
 
 
@@ -57,6 +58,14 @@ def utcnow() -> datetime:
 def default_node() -> str:
     """``host:pid``: names this replica in claims and logs."""
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass(frozen=True, slots=True)
+class Missed:
+    """Ticks coalesced into one run: how many, and the time they all lie before."""
+
+    count: int
+    upto: datetime
 
 
 @dataclass(slots=True)
@@ -76,6 +85,10 @@ class Beat:
                  node: str | None = None) -> None:
         self.app = app
         self.node = node or default_node()
+        #: The timezone crontabs are evaluated in, and the settings' entries (checked:
+        #: a bad entry raises ``ImproperlyConfigured`` here).
+        self.tz = self.settings.tz()
+        self.static = load(self.settings.beat_schedule, app)
         self.store = store
         self.plans: dict[str, Plan] = {}
         #: Set once the entries are loaded and the loop runs.
@@ -86,7 +99,7 @@ class Beat:
         self._due_sync = self._due_take_over = self._due_prune = utcnow()
         self._failures = 0
         #: Coalesced runs found by ``due_ticks``, logged by ``fire`` if this replica wins them.
-        self._missed: list[tuple[Tick, int]] = []
+        self._missed: dict[Tick, Missed] = {}
 
     @property
     def settings(self) -> BeatSettings:
@@ -106,8 +119,6 @@ class Beat:
         """
         own_store = self.store is None
         store = self.store = self.store or create_store(self.app.settings)
-        self.tz = self.settings.tz()
-        self.static = load(self.settings.beat_schedule, self.app)
         try:
             while not self._stopping.is_set():
                 delay = await self._guarded(self._start)
@@ -250,44 +261,57 @@ class Beat:
         coalesced: into the first timely tick if there is one, else into one
         run named by the first missed tick (the same on every replica).
         """
-        grace = timedelta(seconds=self.settings.beat_misfire_grace_time)
+        cutoff = now - timedelta(seconds=self.settings.beat_misfire_grace_time)
         cache: dict[Any, datetime | None] = {}
         ticks: list[Tick] = []
         for name, plan in self.plans.items():
-            if plan.next is None or plan.next > now:
+            first = plan.next
+            if first is None or first > now:
                 continue
-            times: list[datetime] = []
-            at: datetime | None = plan.next
+            schedule, anchor = plan.entry.schedule, plan.anchor
+            # The timely ticks: from the first at or after the cutoff, up to now.
+            at = first if first >= cutoff else self._next(schedule, cutoff - _TINY, anchor,
+                                                           cache)
+            timely: list[datetime] = []
             while at is not None and at <= now:
-                if len(times) < MAX_CATCH_UP:
-                    times.append(at)
-                plan.since = at
-                at = self._next(plan.entry.schedule, at, plan.anchor, cache)
-                if len(times) >= MAX_CATCH_UP and at is not None and at <= now:
-                    # Skip ahead: only the timely ticks still matter.
-                    at = self._next(plan.entry.schedule, now - grace, plan.anchor, cache)
+                timely.append(at)
+                at = self._next(schedule, at, anchor, cache)
             plan.next = at
-            timely = [t for t in times if now - t <= grace]
-            stale = len(times) - len(timely)
-            if stale:
-                run = Tick(name, timely[0] if timely else times[0])
-                self._missed.append((run, stale))
-            ticks.extend(Tick(name, t) for t in (timely or times[:1]))
+            plan.since = timely[-1] if timely else cutoff - _TINY
+            if first < cutoff:
+                run = Tick(name, timely[0] if timely else first)
+                self._missed[run] = Missed(self._count(schedule, first, cutoff, anchor, cache),
+                                           cutoff - _TINY)
+                timely = timely or [first]
+            ticks.extend(Tick(name, t) for t in timely)
         return ticks
+
+    def _count(self, schedule: schedules.BaseSchedule, first: datetime, cutoff: datetime,
+               anchor: datetime, cache: dict[Any, datetime | None]) -> int:
+        """How many ticks from ``first`` fall before ``cutoff`` (at most MAX_CATCH_UP)."""
+        count = 0
+        at: datetime | None = first
+        while at is not None and at < cutoff and count < MAX_CATCH_UP:
+            count += 1
+            at = self._next(schedule, at, anchor, cache)
+        return count
 
     async def fire(self, ticks: Sequence[Tick]) -> None:
         """Claim ``ticks``; publish the ones won."""
         assert self.store is not None
-        missed = dict(self._missed)
-        self._missed.clear()
+        missed, self._missed = self._missed, {}
         for start in range(0, len(ticks), BATCH):
             won = await self.store.claim(ticks[start:start + BATCH], self.node)
             for tick in won:
                 if tick in missed:
+                    count = missed[tick].count
                     self.log.warning("beat missed ticks, coalesced into one run",
-                                     entry=tick.entry, missed=missed[tick],
-                                     run=tick.task_id, scheduled=_iso(tick.fire_time))
-                    self.app.hooks.beat_missed(tick, missed[tick])
+                                     entry=tick.entry, missed=count,
+                                     at_least=count >= MAX_CATCH_UP, run=tick.task_id,
+                                     scheduled=_iso(tick.fire_time))
+                    # The missed ticks are done: a restart must not count them again.
+                    await self.store.advance(tick.entry, missed[tick].upto)
+                    self.app.hooks.beat_missed(tick, count)
             await self._publish_claimed(won)
 
     async def _publish_claimed(self, ticks: Sequence[Tick]) -> None:
@@ -308,10 +332,13 @@ class Beat:
     async def _publish(self, tick: Tick) -> bool:
         plan = self.plans.get(tick.entry)
         if plan is None:
-            # Removed since it was claimed: settle the claim, send nothing.
-            self.log.info("beat tick dropped: entry removed", entry=tick.entry,
-                          task_id=tick.task_id)
-            return True
+            # Removed or paused since it was claimed, or known only to another replica's
+            # settings: leave it to a replica that knows it, while it is still timely.
+            late = (utcnow() - tick.fire_time).total_seconds()
+            keep = late <= self.settings.beat_misfire_grace_time
+            self.log.warning("beat tick for an entry not loaded here", entry=tick.entry,
+                             task_id=tick.task_id, left_for_others=keep)
+            return not keep
         entry = plan.entry
         options = dict(entry.options)
         options["headers"] = {**(options.get("headers") or {}), BEAT_HEADER: True}

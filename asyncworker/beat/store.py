@@ -86,6 +86,11 @@ class TickStore:
         unsent; returns each with the node that held it."""
         raise NotImplementedError
 
+    async def advance(self, name: str, upto: datetime) -> None:
+        """Move ``name``'s last fire forward to ``upto`` (never back), if it has a
+        history: the ticks up to there are done (coalesced into one run)."""
+        raise NotImplementedError
+
     async def forget(self, name: str) -> None:
         """Drop ``name``'s history (a resumed entry starts afresh, like a new one)."""
         raise NotImplementedError
@@ -165,6 +170,11 @@ class MemoryStore(TickStore):
                 claim[0], claim[1] = node, now
         return taken
 
+    async def advance(self, name: str, upto: datetime) -> None:
+        history = self.histories.get(name)
+        if history and (history.last_fire is None or history.last_fire < upto):
+            history.last_fire = upto
+
     async def forget(self, name: str) -> None:
         self.histories.pop(name, None)
 
@@ -186,8 +196,10 @@ class MemoryStore(TickStore):
         return True
 
     async def remove_entry(self, name: str) -> bool:
+        if self.entries.pop(name, None) is None:
+            return False
         self._version += 1
-        return self.entries.pop(name, None) is not None
+        return True
 
     async def set_enabled(self, name: str, enabled: bool) -> bool:
         found = self.entries.get(name)

@@ -175,6 +175,22 @@ async def test_claim_advances_last_fire_never_backwards(stores: Stores) -> None:
     assert await last_fire() == t5.fire_time
 
 
+async def test_advance_moves_last_fire_forward_only(stores: Stores) -> None:
+    """What a coalesced run records: the missed ticks up to ``upto`` are done."""
+    a, b = await stores.replica(), await stores.replica()
+    name, unknown = stores.entry(), stores.entry()
+    anchor = now()
+    await a.history([name], anchor)
+    t1, t2, t3 = stores.ticks(name, 3)
+    assert await a.claim([t1], "a") == [t1]
+    await a.advance(name, t3.fire_time)
+    assert (await b.history([name], now()))[name].last_fire == t3.fire_time
+    await b.advance(name, t2.fire_time)  # backwards: ignored
+    assert (await a.history([name], now()))[name].last_fire == t3.fire_time
+    await a.advance(unknown, t3.fire_time)  # no history: nothing to advance
+    assert (await a.history([unknown], now()))[unknown].last_fire is None
+
+
 async def test_claim_without_history_records_none(stores: Stores) -> None:
     store = await stores.replica()
     name = stores.entry()
