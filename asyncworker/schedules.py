@@ -28,6 +28,7 @@ fire.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta, tzinfo
@@ -177,11 +178,8 @@ class crontab(BaseSchedule):
             raise ScheduleError(
                 f"crontab can never fire: no day {_spec(day_of_month)} in month(s) "
                 f"{_spec(month_of_year)}")
-        self._trigger = CronTrigger(
-            minute=_join(self.minute), hour=_join(self.hour), day=_join(self.day_of_month),
-            month=_join(self.month_of_year),
-            # APScheduler counts from Monday = 0, Celery from Sunday = 0.
-            day_of_week=_join((d - 1) % 7 for d in self.day_of_week), timezone=UTC)
+        self._trigger = _trigger(self.minute, self.hour, self.day_of_week, self.day_of_month,
+                                 self.month_of_year)
         self._fields = {"minute": minute, "hour": hour, "day_of_week": day_of_week,
                         "day_of_month": day_of_month, "month_of_year": month_of_year}
 
@@ -355,6 +353,33 @@ def _number(token: str, name: str, low: int, high: int, names: tuple[str, ...]) 
     kind = {_DAYS: "day", _MONTHS: "month"}.get(names, "number")
     raise ScheduleError(f"invalid crontab {name}: {token!r} is not a {kind}"
                         + ("" if names else f" in {low}-{high}"))
+
+
+@functools.lru_cache(maxsize=1024)
+def _trigger(minute: frozenset[int], hour: frozenset[int], day_of_week: frozenset[int],
+             day_of_month: frozenset[int], month_of_year: frozenset[int]) -> CronTrigger:
+    """APScheduler's trigger for these fields, in UTC (the wall clock); shared by equal
+    crontabs, since building one costs far more than using it."""
+    return CronTrigger(
+        minute=_ranges(minute), hour=_ranges(hour), day=_ranges(day_of_month),
+        month=_ranges(month_of_year),
+        # APScheduler counts from Monday = 0, Celery from Sunday = 0.
+        day_of_week=_ranges(frozenset((d - 1) % 7 for d in day_of_week)), timezone=UTC)
+
+
+def _ranges(values: frozenset[int]) -> str:
+    """``0-5,7,9-11``: runs as ranges (APScheduler compiles each part separately)."""
+    parts: list[str] = []
+    ordered = sorted(values)
+    start = previous = ordered[0]
+    for value in [*ordered[1:], None]:
+        if value is not None and value == previous + 1:
+            previous = value
+            continue
+        parts.append(str(start) if start == previous else f"{start}-{previous}")
+        if value is not None:
+            start = previous = value
+    return ",".join(parts)
 
 
 def _join(values: Iterable[int]) -> str:

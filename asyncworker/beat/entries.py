@@ -116,11 +116,11 @@ class Tick:
 
     entry: str
     fire_time: datetime
+    #: uuid5 of (entry, fire time): a repeated publish is recognisable downstream.
+    task_id: str = field(init=False, compare=False, repr=False)
 
-    @property
-    def task_id(self) -> str:
-        """uuid5 of (entry, fire time): a repeated publish is recognisable downstream."""
-        return tick_id(self.entry, self.fire_time)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "task_id", tick_id(self.entry, self.fire_time))
 
 
 def tick_id(entry: str, fire_time: datetime) -> str:
