@@ -203,3 +203,21 @@ def task_rows(pg: Any, ids: list[str]) -> dict[str, dict[str, Any]]:
                     "date_done, traceback FROM celery_taskmeta WHERE task_id = ANY(%s)", (ids,))
         cols = [c.name for c in cur.description]
         return {row[0]: dict(zip(cols, row, strict=True)) for row in cur.fetchall()}
+
+
+@pytest.fixture
+def celery_worker(services: dict[str, str], queue_name: str,
+                  tmp_path: Path) -> Iterator[str]:
+    """A real Celery worker (solo pool) consuming this test's queue; yields the queue."""
+    env = dict(os.environ, CELERY_BROKER_URL=BROKER_URL,
+               CELERY_RESULT_BACKEND="db+postgresql+psycopg2://" + PG_DSN.split("://", 1)[1])
+    log = open(tmp_path / "celery.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "tests.apps.celery_worker:app", "worker",
+         "-P", "solo", "-Q", queue_name, "--without-mingle", "--without-gossip",
+         "--without-heartbeat", "-l", "INFO"], cwd=REPO, env=env, stdout=log,
+        stderr=subprocess.STDOUT)
+    yield queue_name
+    proc.terminate()
+    proc.wait(30)
+    log.close()

@@ -23,8 +23,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..exceptions import ImproperlyConfigured
-from ..logging import configure as configure_logging
-from ..logging import get_logger
 from ..plugins import CliCommand
 from .entries import Entry, load
 from .scheduler import Beat, upcoming, utcnow
@@ -83,16 +81,9 @@ class BeatCommand(CliCommand):
         except (ImproperlyConfigured, ImportError) as exc:
             print(f"asyncworker: {exc}", file=sys.stderr)
             return 2
-        configure_logging(settings.worker_log_level, settings.worker_log_format)
-        try:
-            asyncio.run(_run(app))
-        except ImproperlyConfigured as exc:
-            get_logger("cli").error("configuration error", error=str(exc))
-            return 2
-        except Exception as exc:
-            get_logger("cli").exception("beat stopped on an error", error=repr(exc))
-            return 1
-        return 0
+        from ..cli.worker import run_process
+
+        return run_process(lambda: _run(app), settings, "beat")
 
 
 async def _run(app: Any) -> None:

@@ -6,12 +6,14 @@ import argparse
 import asyncio
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from ..exceptions import ImproperlyConfigured
 from ..logging import configure as configure_logging
 from ..logging import get_logger
 from ..plugins import CliCommand
+from ..settings import Settings
 from .apps import configured_app
 
 
@@ -77,16 +79,26 @@ class WorkerCommand(CliCommand):
         except (ImproperlyConfigured, ImportError) as exc:
             print(f"asyncworker: {exc}", file=sys.stderr)
             return 2
-        configure_logging(settings.worker_log_level, settings.worker_log_format)
-        try:
-            with asyncio.Runner(loop_factory=loop_factory(settings.worker_event_loop)) as runner:
-                runner.run(Worker(app).run())
-        except KeyboardInterrupt:
-            return 1
-        except ImproperlyConfigured as exc:
-            get_logger("cli").error("configuration error", error=str(exc))
-            return 2
-        except Exception as exc:
-            get_logger("cli").exception("worker stopped on an error", error=repr(exc))
-            return 1
-        return 0
+        return run_process(lambda: Worker(app).run(), settings, "worker")
+
+
+def run_process(main: Callable[[], Coroutine[Any, Any, None]], settings: Settings,
+                what: str) -> int:
+    """Run a long-lived process's ``main()`` on the configured event loop, logging.
+
+    Exit status: 0 after a normal stop, 2 for a configuration error, 1 for any
+    other error (logged with its traceback) or an unhandled ``KeyboardInterrupt``.
+    """
+    configure_logging(settings.worker_log_level, settings.worker_log_format)
+    try:
+        with asyncio.Runner(loop_factory=loop_factory(settings.worker_event_loop)) as runner:
+            runner.run(main())
+    except KeyboardInterrupt:
+        return 1
+    except ImproperlyConfigured as exc:
+        get_logger("cli").error("configuration error", error=str(exc))
+        return 2
+    except Exception as exc:
+        get_logger("cli").exception(f"{what} stopped on an error", error=repr(exc))
+        return 1
+    return 0

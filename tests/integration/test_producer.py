@@ -3,38 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
 from asyncworker import App
-from tests.conftest import BROKER_URL, PG_DSN, REPO
+from tests.conftest import BROKER_URL, PG_DSN
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def celery_worker(services: dict[str, str], queue_name: str,
-                  tmp_path: Path) -> Iterator[str]:
-    env = dict(os.environ, CELERY_BROKER_URL=BROKER_URL,
-               CELERY_RESULT_BACKEND="db+postgresql+psycopg2://" + PG_DSN.split("://", 1)[1])
-    log = open(tmp_path / "celery.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "tests.apps.celery_worker:app", "worker",
-         "-P", "solo", "-Q", queue_name, "--without-mingle", "--without-gossip",
-         "--without-heartbeat", "-l", "INFO"], cwd=REPO, env=env, stdout=log,
-        stderr=subprocess.STDOUT)
-    yield queue_name
-    proc.terminate()
-    proc.wait(30)
-    log.close()
 
 
 async def test_celery_worker_runs_our_messages(celery_worker: str) -> None:
