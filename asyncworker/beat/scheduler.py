@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
 #: Most missed ticks of one entry counted when catching up.
 MAX_CATCH_UP = 10_000
 #: Ticks claimed per round trip, and published at once.
-BATCH = 2_000
+BATCH = 500
 PRUNE_EVERY = timedelta(hours=1)
 _TINY = timedelta(microseconds=1)
 KEEP_SENT = timedelta(days=1)
@@ -297,22 +298,46 @@ class Beat:
         return count
 
     async def fire(self, ticks: Sequence[Tick]) -> None:
-        """Claim ``ticks``; publish the ones won."""
+        """Claim ``ticks`` batch by batch and publish each batch won, the next claim
+        running while the current batch is published.
+
+        Replicas walk the batches from different starting points (by node name),
+        so with many ticks due at once they claim, and publish, different parts in
+        parallel. Within a batch ticks are claimed in one global order, so
+        overlapping claims of two replicas never deadlock.
+        """
         assert self.store is not None
-        missed, self._missed = self._missed, {}
-        for start in range(0, len(ticks), BATCH):
-            won = await self.store.claim(ticks[start:start + BATCH], self.node)
-            for tick in won:
-                if tick in missed:
-                    count = missed[tick].count
-                    self.log.warning("beat missed ticks, coalesced into one run",
-                                     entry=tick.entry, missed=count,
-                                     at_least=count >= MAX_CATCH_UP, run=tick.task_id,
-                                     scheduled=_iso(tick.fire_time))
-                    # The missed ticks are done: a restart must not count them again.
-                    await self.store.advance(tick.entry, missed[tick].upto)
-                    self.app.hooks.beat_missed(tick, count)
-            await self._publish_claimed(won)
+        store, missed, self._missed = self.store, self._missed, {}
+        ordered = sorted(ticks, key=_tick_order)
+        batches = [ordered[i:i + BATCH] for i in range(0, len(ordered), BATCH)]
+        start = zlib.crc32(self.node.encode()) % len(batches) if batches else 0
+        batches = batches[start:] + batches[:start]
+        claiming = asyncio.ensure_future(store.claim(batches[0], self.node)) if batches else None
+        try:
+            for index in range(len(batches)):
+                assert claiming is not None
+                won = await claiming
+                claiming = (asyncio.ensure_future(store.claim(batches[index + 1], self.node))
+                            if index + 1 < len(batches) else None)
+                await self._publish_won(won, missed)
+        finally:
+            if claiming is not None:  # a step failed: what the claim wins is taken over later
+                claiming.cancel()
+
+    async def _publish_won(self, won: list[Tick], missed: dict[Tick, Missed]) -> None:
+        """Record the coalesced runs among ``won``, then publish them all."""
+        for tick in won:
+            if tick in missed:
+                count = missed[tick].count
+                self.log.warning("beat missed ticks, coalesced into one run",
+                                 entry=tick.entry, missed=count,
+                                 at_least=count >= MAX_CATCH_UP, run=tick.task_id,
+                                 scheduled=_iso(tick.fire_time))
+                # The missed ticks are done: a restart must not count them again.
+                assert self.store is not None
+                await self.store.advance(tick.entry, missed[tick].upto)
+                self.app.hooks.beat_missed(tick, count)
+        await self._publish_claimed(won)
 
     async def _publish_claimed(self, ticks: Sequence[Tick]) -> None:
         """Publish claimed ticks concurrently; mark sent those the broker confirmed."""
@@ -380,6 +405,10 @@ def upcoming(entry: Entry, tz: tzinfo, after: datetime, count: int) -> list[date
         times.append(nxt)
         at = nxt
     return times
+
+
+def _tick_order(tick: Tick) -> tuple[str, datetime]:
+    return tick.entry, tick.fire_time
 
 
 def _iso(moment: datetime | None) -> str | None:
