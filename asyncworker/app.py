@@ -22,7 +22,7 @@ from .backends import ResultBackend
 from .backends import create as create_backend
 from .beat.plugin import BeatPlugin
 from .broker.base import Broker
-from .broker.topology import Topology
+from .broker.topology import Route, Topology
 from .builtins import register_builtins
 from .canvas import Canvas
 from .control.commands import BUILTIN as BUILTIN_COMMANDS
@@ -277,8 +277,7 @@ class App:
         option raises ``TypeError``.
         """
         message = TaskMessage.from_options(name, args, kwargs, options)
-        route = self.topology.route(name, options.get("queue"), options.get("exchange"),
-                                    options.get("routing_key"))
+        route = self._route(name, options)
         if message.priority is None:
             message.priority = self.settings.task_default_priority
         message.reply_to = _reply_to()
@@ -289,6 +288,17 @@ class App:
         await broker.publish(route.exchange, route.routing_key, outgoing)
         self.hooks.task_sent(outgoing, route.exchange, route.routing_key)
         return ResultHandle(message.id, self)
+
+    async def declare_route(self, name: str, **options: Any) -> None:
+        """Connect and declare where ``send_task(name, **options)`` publishes, ahead of
+        a burst of such publishes."""
+        broker = await self.get_broker()
+        await broker.ensure_declared(self._route(name, options).queue,
+                                     self.settings.broker_passive_declare)
+
+    def _route(self, name: str, options: dict[str, Any]) -> Route:
+        return self.topology.route(name, options.get("queue"), options.get("exchange"),
+                                   options.get("routing_key"))
 
 
 class Conf:

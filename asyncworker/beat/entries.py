@@ -84,15 +84,10 @@ class Entry:
             if bad:
                 raise ImproperlyConfigured(
                     f"unknown option(s) {bad} (task_id is set per tick)")
-            queue = options.get("queue")
-            registered = app.tasks.get(task)
-            if registered is not None and registered.queue and not any(
-                    k in options for k in ("queue", "exchange", "routing_key")):
-                queue = registered.queue
             # A scratch topology: routing may create a missing queue's declaration,
             # which must not join the queues a worker consumes.
-            route = (topology or Topology(app.settings)).route(
-                task, queue, options.get("exchange"), options.get("routing_key"))
+            route = (topology or Topology(app.settings)).route(task, *routing(task, options,
+                                                                               app))
             if not route.exchange and not route.routing_key:
                 raise ImproperlyConfigured(f"no route places task {task!r} on a queue")
         except ImproperlyConfigured as exc:
@@ -133,6 +128,18 @@ def load(schedule: Mapping[str, Any], app: App) -> dict[str, Entry]:
     topology = Topology(app.settings)
     return {name: Entry.from_config(name, config, app, topology=topology)
             for name, config in schedule.items()}
+
+
+def routing(task: str, options: Mapping[str, Any],
+            app: App) -> tuple[str | None, str | None, str | None]:
+    """The (queue, exchange, routing_key) a tick of ``task`` is sent with: the
+    ``options``, else the task's own ``queue`` when ``app`` has the task."""
+    queue, exchange, key = options.get("queue"), options.get("exchange"), options.get(
+        "routing_key")
+    registered = app.tasks.get(task)
+    if registered is not None and registered.queue and (queue, exchange, key) == (None,) * 3:
+        queue = registered.queue
+    return queue, exchange, key
 
 
 def _typed(config: Mapping[str, Any], key: str, kind: type | tuple[type, ...], what: str,

@@ -276,6 +276,7 @@ class AmqpBroker(Broker):
         self._queues: dict[str, AbstractQueue] = {}
         self._consumers: dict[str, str] = {}
         self._declared: set[str] = set()
+        self._declaring: dict[str, asyncio.Future[Any]] = {}
         self._lock = asyncio.Lock()
         self.qos = Qos(self)
         self._acks: dict[int, AckBatch] = {}
@@ -412,10 +413,19 @@ class AmqpBroker(Broker):
         self._consumers.clear()
 
     async def ensure_declared(self, spec: QueueSpec | None, passive: bool) -> None:
-        """Declare a routing target once per connection, as Celery's producer does."""
+        """Declare a routing target once per connection, as Celery's producer does.
+
+        Concurrent publishes to a queue not yet declared share one declaration
+        (a burst of them would otherwise each send their own).
+        """
         if spec is None or spec.name in self._declared:
             return
-        await self.declare(spec, passive=passive, publish=True)
+        pending = self._declaring.get(spec.name)
+        if pending is None:
+            pending = self._declaring[spec.name] = asyncio.ensure_future(
+                self.declare(spec, passive=passive, publish=True))
+            pending.add_done_callback(lambda _: self._declaring.pop(spec.name, None))
+        await asyncio.shield(pending)
         self._declared.add(spec.name)
 
     async def publish(self, exchange: str, routing_key: str, message: OutgoingMessage) -> None:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on one machine: services + asyncworker serving the deployment's
-# queues + a real Celery client sending sample tasks and printing their results.
+# queues (and one periodic entry) + a real Celery client sending sample tasks and
+# printing their results.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$repo"
@@ -21,8 +22,10 @@ done
 [ -f "$work/servers.env" ] || { echo "[demo] S3/model servers did not start" >&2; exit 1; }
 set -a; . "$work/servers.env"; set +a
 
-echo "[demo] starting: python -m asyncworker worker -c 100 (log: $log)" >&2
-ASYNCWORKER_WORKER_LOG_FORMAT=console .venv/bin/python -m asyncworker worker -c 100 >"$log" 2>&1 &
+echo "[demo] starting: python -m asyncworker worker -c 100 --beat (log: $log)" >&2
+# --beat: the worker also schedules one periodic entry (every 2 s), as `celery beat` would.
+ASYNCWORKER_BEAT_SCHEDULE='{"demo-every-2s": {"task": "asyncworker.sample.add", "schedule": 2.0, "args": [40, 2]}}' \
+ASYNCWORKER_WORKER_LOG_FORMAT=console .venv/bin/python -m asyncworker worker -c 100 --beat >"$log" 2>&1 &
 worker=$!
 
 for _ in $(seq 1 100); do
