@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import types
 from collections.abc import AsyncIterator, Callable
@@ -276,6 +277,16 @@ class App:
         <asyncworker.message.TaskMessage.from_options>` lists them. An unknown
         option raises ``TypeError``.
         """
+        return await self.prepare(name, args, kwargs, **options).send()
+
+    def prepare(self, name: str, args: tuple[Any, ...] | list[Any] = (),
+                kwargs: dict[str, Any] | None = None, **options: Any) -> PreparedTask:
+        """Build and route ``send_task``'s message once, to publish it under new task
+        ids (what beat does for each tick of an entry).
+
+        Time-dependent options (``countdown``, ``expires`` in seconds ...) are
+        fixed now: prepare again when they should count from each publish.
+        """
         message = TaskMessage.from_options(name, args, kwargs, options)
         route = self._route(name, options)
         if message.priority is None:
@@ -283,11 +294,7 @@ class App:
         message.reply_to = _reply_to()
         outgoing = protocol.encode(message, options.get("serializer")
                                    or self.settings.task_serializer)
-        broker = await self.get_broker()
-        await broker.ensure_declared(route.queue, self.settings.broker_passive_declare)
-        await broker.publish(route.exchange, route.routing_key, outgoing)
-        self.hooks.task_sent(outgoing, route.exchange, route.routing_key)
-        return ResultHandle(message.id, self)
+        return PreparedTask(self, route, outgoing, own_root=options.get("root_id") is None)
 
     async def declare_route(self, name: str, **options: Any) -> None:
         """Connect and declare where ``send_task(name, **options)`` publishes, ahead of
@@ -299,6 +306,32 @@ class App:
     def _route(self, name: str, options: dict[str, Any]) -> Route:
         return self.topology.route(name, options.get("queue"), options.get("exchange"),
                                    options.get("routing_key"))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PreparedTask:
+    """A routed, encoded task message, published by :meth:`send` (see ``App.prepare``)."""
+
+    app: App
+    route: Route
+    message: protocol.OutgoingMessage
+    #: The message starts its own workflow: its ``root_id`` is its id.
+    own_root: bool
+
+    async def send(self, task_id: str | None = None) -> ResultHandle:
+        """Publish (with publisher confirm), as ``task_id`` if given."""
+        outgoing = self.message
+        if task_id is not None:
+            headers = dict(outgoing.headers, id=task_id)
+            if self.own_root:
+                headers["root_id"] = task_id
+            outgoing = dataclasses.replace(outgoing, headers=headers, correlation_id=task_id)
+        app, route = self.app, self.route
+        broker = await app.get_broker()
+        await broker.ensure_declared(route.queue, app.settings.broker_passive_declare)
+        await broker.publish(route.exchange, route.routing_key, outgoing)
+        app.hooks.task_sent(outgoing, route.exchange, route.routing_key)
+        return ResultHandle(outgoing.correlation_id, app)
 
 
 class Conf:

@@ -41,7 +41,7 @@ from .store import MemoryStore, TickStore
 from .store import create as create_store
 
 if TYPE_CHECKING:
-    from ..app import App
+    from ..app import App, PreparedTask
 
 #: Most missed ticks of one entry counted when catching up.
 MAX_CATCH_UP = 10_000
@@ -51,6 +51,8 @@ BATCH = 500
 IN_FLIGHT = 4
 PRUNE_EVERY = timedelta(hours=1)
 _TINY = timedelta(microseconds=1)
+# Options that count from the moment of publishing.
+_PER_PUBLISH = frozenset({"countdown", "expires", "eta"})
 KEEP_SENT = timedelta(days=1)
 
 
@@ -80,6 +82,8 @@ class Plan:
     anchor: datetime
     since: datetime
     next: datetime | None
+    #: The entry's message, once built (see ``Beat._prepared``).
+    prepared: PreparedTask | None = None
 
 
 class Beat:
@@ -233,7 +237,7 @@ class Beat:
         for name, entry in wanted.items():
             plan = self.plans.get(name)
             if plan is not None and not plan.entry.same_job(entry):
-                plan.entry = entry
+                plan.entry, plan.prepared = entry, None
                 plan.next = self._next(entry.schedule, plan.since, plan.anchor, {})
                 self.log.info("beat entry changed", entry=name, next=_iso(plan.next))
         new = [name for name in wanted if name not in self.plans]
@@ -394,23 +398,35 @@ class Beat:
             self.log.warning("beat tick for an entry not loaded here", entry=tick.entry,
                              task_id=tick.task_id, left_for_others=keep)
             return not keep
-        entry = plan.entry
-        options = dict(entry.options)
-        options["headers"] = {**(options.get("headers") or {}), BEAT_HEADER: True}
         try:
-            task = self.app.tasks.get(entry.task)
-            if task is not None:
-                await task.apply_async(list(entry.args), dict(entry.kwargs),
-                                       task_id=tick.task_id, **options)
-            else:
-                await self.app.send_task(entry.task, entry.args, dict(entry.kwargs),
-                                         task_id=tick.task_id, **options)
+            await self._prepared(plan).send(tick.task_id)
         except Exception as exc:
             # Left claimed and unsent: a take-over publishes it once the claim is stale.
             self.log.error("beat publish failed", entry=tick.entry, task_id=tick.task_id,
                            error=repr(exc))
             return False
         return True
+
+    def _prepared(self, plan: Plan) -> PreparedTask:
+        """The entry's message, built once (each tick only changes its task id).
+
+        Sent as Celery's beat sends it: ``apply_async`` for a task this app
+        has (its own queue applies), ``send_task`` otherwise, with the
+        ``celery_beat_task`` header. Options that count from the publish
+        (``countdown``, ``expires``, ``eta``) make it afresh every time.
+        """
+        if plan.prepared is not None:
+            return plan.prepared
+        entry = plan.entry
+        options = dict(entry.options)
+        options["headers"] = {**(options.get("headers") or {}), BEAT_HEADER: True}
+        options["queue"], options["exchange"], options["routing_key"] = routing(
+            entry.task, entry.options, self.app)
+        prepared = self.app.prepare(entry.task, list(entry.args), dict(entry.kwargs),
+                                    **{k: v for k, v in options.items() if v is not None})
+        if not _PER_PUBLISH.intersection(entry.options):
+            plan.prepared = prepared
+        return prepared
 
     # -- schedules --------------------------------------------------------------
     def _next(self, schedule: schedules.BaseSchedule, after: datetime, anchor: datetime,
