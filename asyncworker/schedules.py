@@ -180,6 +180,7 @@ class crontab(BaseSchedule):
                 f"{_spec(month_of_year)}")
         self._trigger = _trigger(self.minute, self.hour, self.day_of_week, self.day_of_month,
                                  self.month_of_year)
+        self._key = ("crontab", *(tuple(sorted(getattr(self, name))) for name in _CRON_FIELDS))
         self._fields = {"minute": minute, "hour": hour, "day_of_week": day_of_week,
                         "day_of_month": day_of_month, "month_of_year": month_of_year}
 
@@ -218,7 +219,7 @@ class crontab(BaseSchedule):
         return None
 
     def key(self) -> tuple[Any, ...]:
-        return ("crontab", *(tuple(sorted(getattr(self, name))) for name in _CRON_FIELDS))
+        return self._key
 
     def describe(self) -> dict[str, Any]:
         return {"crontab": {name: _spec(value) for name, value in self._fields.items()}}

@@ -14,6 +14,7 @@ entry.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -105,17 +106,17 @@ class Entry:
         return self.describe() == other.describe()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Tick:
     """One fire of an entry: the entry's name and the scheduled time (UTC)."""
 
     entry: str
     fire_time: datetime
-    #: uuid5 of (entry, fire time): a repeated publish is recognisable downstream.
-    task_id: str = field(init=False, compare=False, repr=False)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "task_id", tick_id(self.entry, self.fire_time))
+    @functools.cached_property
+    def task_id(self) -> str:
+        """uuid5 of (entry, fire time): a repeated publish is recognisable downstream."""
+        return tick_id(self.entry, self.fire_time)
 
 
 def tick_id(entry: str, fire_time: datetime) -> str:
