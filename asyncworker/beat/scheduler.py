@@ -8,8 +8,9 @@ One loop, read top to bottom in :meth:`Beat.step`:
    claimed and never published, and publish them with the same task id;
 3. fire what is due: each entry's ticks up to now, a late tick still within
    ``beat_misfire_grace_time``, older ones coalesced into one run; claim them
-   all in one round trip, publish the ones this replica won (concurrently,
-   each with a publisher confirm), mark them sent, log one line per fire;
+   in batches of ``BATCH`` (one round trip each), publish the ticks this
+   replica won (concurrently, each with a publisher confirm), mark them sent,
+   log one line per fire;
 4. sleep until the next tick or chore is due.
 
 Any number of replicas may run this loop with the same settings: a tick is
