@@ -51,9 +51,7 @@ import asyncio
 import collections
 import contextlib
 import json
-import math
 import os
-import platform
 import secrets
 import shutil
 import signal
@@ -72,6 +70,9 @@ import psutil
 import psycopg2
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run as a script: bench/ helpers are imported as a package
+from bench.measure import machine, percentile  # noqa: E402
+
 BROKER = os.environ.get("BENCH_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
 BACKEND = os.environ.get(
     "BENCH_BEAT_BACKEND", "db+postgresql://asyncworker:asyncworker@127.0.0.1:5432/asyncworker")
@@ -285,12 +286,6 @@ class Result:
     fire: list[Fire] = field(default_factory=list)
     replica: list[ReplicaResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-
-
-def percentile(sorted_values: list[float], pct: float) -> float:
-    """Nearest-rank percentile of an already sorted list."""
-    rank = max(1, math.ceil(pct / 100 * len(sorted_values)))
-    return sorted_values[min(rank, len(sorted_values)) - 1]
 
 
 def host_busy() -> tuple[float, float]:
@@ -644,27 +639,6 @@ def _check(result: Result, replicas: list[Replica], dues: list[datetime],
 # -- output -------------------------------------------------------------------------------
 
 
-def machine() -> dict[str, Any]:
-    """What the figures were measured on."""
-    model = ""
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
-    pg = fsync = "?"
-    with contextlib.suppress(Exception), psycopg2.connect(_dsn()) as conn, conn.cursor() as cur:
-        cur.execute("SHOW server_version")
-        pg = cur.fetchone()[0]  # type: ignore[index]
-        cur.execute("SHOW fsync")
-        fsync = cur.fetchone()[0]  # type: ignore[index]
-    return {
-        "cpu": model, "cores": os.cpu_count(),
-        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-        "python": platform.python_version(), "postgresql": pg, "postgresql_fsync": fsync,
-        "kernel": platform.release(),
-    }
-
-
 def revision() -> str:
     """The commit measured, ``+dirty`` when asyncworker/ has uncommitted changes."""
     def git(*args: str) -> str:
@@ -880,7 +854,7 @@ def main(argv: list[str] | None = None) -> int:
     if json_path.exists():
         with contextlib.suppress(ValueError):
             data = json.loads(json_path.read_text())
-    data["machine"] = machine()
+    data["machine"] = machine(_dsn())
     kept = [r for r in data.get("runs", []) if "fire" in r and "commit" in r
             and _shape(r) != _shape(row)]
     data["runs"] = sorted([*kept, row], key=_shape)

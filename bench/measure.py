@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import math
+import os
+import platform
 import threading
 import time
+from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -65,3 +70,34 @@ def wait_until(predicate: object, timeout: float, interval: float = 0.05) -> boo
         if time.monotonic() >= deadline:
             return False
         time.sleep(interval)
+
+
+def percentile(sorted_values: list[float], pct: float) -> float:
+    """Nearest-rank percentile of an already sorted list."""
+    rank = max(1, math.ceil(pct / 100 * len(sorted_values)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+def machine(dsn: str) -> dict[str, Any]:
+    """What the figures were measured on (PostgreSQL's version and fsync read at ``dsn``)."""
+    import celery
+    import psycopg2
+
+    model = ""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    pg = fsync = "?"
+    with contextlib.suppress(psycopg2.Error), psycopg2.connect(dsn) as conn, \
+            conn.cursor() as cur:
+        cur.execute("SHOW server_version")
+        pg = cur.fetchone()[0]  # type: ignore[index]
+        cur.execute("SHOW fsync")
+        fsync = cur.fetchone()[0]  # type: ignore[index]
+    return {
+        "cpu": model, "cores": os.cpu_count(),
+        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "python": platform.python_version(), "celery": celery.__version__,
+        "postgresql": pg, "postgresql_fsync": fsync, "kernel": platform.release(),
+    }

@@ -36,7 +36,6 @@ import contextlib
 import json
 import math
 import os
-import platform
 import shlex
 import signal
 import statistics
@@ -52,7 +51,7 @@ from typing import Any
 import psycopg2
 
 from . import baseline, floors, report, servers
-from .measure import TreeSampler, wait_until
+from .measure import TreeSampler, machine, percentile, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 BROKER = os.environ.get("BENCH_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
@@ -513,34 +512,6 @@ def steady_rate(done_at: list[datetime]) -> float:
     return (hi - lo) / span if span > 0 else 0.0
 
 
-def percentile(sorted_values: list[float], pct: float) -> float:
-    """Nearest-rank percentile of an already sorted list."""
-    rank = max(1, math.ceil(pct / 100 * len(sorted_values)))
-    return sorted_values[min(rank, len(sorted_values)) - 1]
-
-
-def machine() -> dict[str, Any]:
-    """What the figures were measured on."""
-    import celery
-
-    model = ""
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
-    with psycopg2.connect(DSN) as conn, conn.cursor() as cur:
-        cur.execute("SHOW server_version")
-        pg = cur.fetchone()[0]  # type: ignore[index]
-        cur.execute("SHOW fsync")
-        fsync = cur.fetchone()[0]  # type: ignore[index]
-    return {
-        "cpu": model, "cores": os.cpu_count(),
-        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-        "python": platform.python_version(), "celery": celery.__version__,
-        "postgresql": pg, "postgresql_fsync": fsync, "kernel": platform.release(),
-    }
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line, checked."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
@@ -637,7 +608,7 @@ def main(argv: list[str] | None = None) -> int:
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": command_line(args),
         "duration_s": round(time.monotonic() - started, 1),
-        "machine": machine(),
+        "machine": machine(DSN),
         "gpt_latency": GPT_LATENCY,
         "floors": floor,
         "results": [asdict(r) for r in results],
