@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import os
 import types
 from collections.abc import AsyncIterator, Callable
@@ -308,7 +309,7 @@ class App:
                                    options.get("routing_key"))
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True)
 class PreparedTask:
     """A routed, encoded task message, published by :meth:`send` (see ``App.prepare``)."""
 
@@ -320,18 +321,29 @@ class PreparedTask:
 
     async def send(self, task_id: str | None = None) -> ResultHandle:
         """Publish (with publisher confirm), as ``task_id`` if given."""
-        outgoing = self.message
-        if task_id is not None:
-            headers = dict(outgoing.headers, id=task_id)
-            if self.own_root:
-                headers["root_id"] = task_id
-            outgoing = dataclasses.replace(outgoing, headers=headers, correlation_id=task_id)
         app, route = self.app, self.route
         broker = await app.get_broker()
         await broker.ensure_declared(route.queue, app.settings.broker_passive_declare)
-        await broker.publish(route.exchange, route.routing_key, outgoing)
+        if task_id is None:
+            outgoing = self.message
+            await broker.publish(route.exchange, route.routing_key, outgoing)
+        else:
+            await broker.publish_copy(route.exchange, route.routing_key, self.template, task_id)
+            if not app.hooks.wants("task_sent"):
+                return ResultHandle(task_id, app)
+            outgoing = self.template.fill(task_id)
         app.hooks.task_sent(outgoing, route.exchange, route.routing_key)
         return ResultHandle(outgoing.correlation_id, app)
+
+    async def encode(self) -> None:
+        """Encode the message for ``send(task_id)`` now, not at the first send."""
+        broker = await self.app.get_broker()
+        broker.encode_template(self.template)
+
+    @functools.cached_property
+    def template(self) -> protocol.MessageTemplate:
+        """The message with a placeholder for the task id, for ``send(task_id)``."""
+        return protocol.MessageTemplate.of(self.message, self.own_root)
 
 
 class Conf:

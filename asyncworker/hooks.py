@@ -112,6 +112,10 @@ class HookSet(WorkerHooks):
             if getattr(type(hook), name) is not getattr(WorkerHooks, name):
                 self._calls[name].append(getattr(hook, name))
 
+    def wants(self, name: str) -> bool:
+        """Whether a hook listens at point ``name`` (to skip building its arguments)."""
+        return bool(self._calls[name])
+
     def _call(self, name: str, *args: Any) -> None:
         for fn in self._calls[name]:
             try:

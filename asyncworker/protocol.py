@@ -10,7 +10,7 @@ the wire, are defined once in :mod:`asyncworker.message`.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,6 +31,7 @@ from .message import (
 __all__ = [
     "EMBED_KEYS",
     "REPR_LIMIT",
+    "MessageTemplate",
     "OutgoingMessage",
     "TaskMessage",
     "decode",
@@ -56,6 +57,39 @@ class OutgoingMessage:
     reply_to: str | None
     priority: int | None
     expiration_ms: int | None
+
+
+@dataclass(slots=True)
+class MessageTemplate:
+    """One message published many times, each time under a new task id.
+
+    ``placeholder`` stands for the id wherever the message holds it (the
+    ``id`` header, ``correlation_id``, ``root_id`` of a workflow's first
+    task): a fresh id, so it is nowhere else. :meth:`fill` makes each copy;
+    a transport may instead encode the template once and splice each id into
+    the bytes (AMQP does, in ``encodings``).
+    """
+
+    message: OutgoingMessage
+    placeholder: str
+    #: Transport encodings of ``message``, by transport, made on first use.
+    encodings: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, message: OutgoingMessage, own_root: bool) -> MessageTemplate:
+        """``message`` with its id (and its ``root_id`` if ``own_root``) as placeholder."""
+        placeholder = new_id()
+        headers = dict(message.headers, id=placeholder)
+        if own_root:
+            headers["root_id"] = placeholder
+        return cls(replace(message, headers=headers, correlation_id=placeholder), placeholder)
+
+    def fill(self, task_id: str) -> OutgoingMessage:
+        """The message with ``task_id`` in place of the placeholder."""
+        message, placeholder = self.message, self.placeholder
+        headers = {key: task_id if value == placeholder else value
+                   for key, value in message.headers.items()}
+        return replace(message, headers=headers, correlation_id=task_id)
 
 
 def _args(task_id: str, args: Any, kwargs: Any) -> None:

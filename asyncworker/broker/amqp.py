@@ -28,9 +28,10 @@ from aio_pika.abc import (
     AbstractQueue,
     AbstractRobustConnection,
 )
+from aiormq import spec
 
 from ..logging import get_logger, redact_url
-from ..protocol import OutgoingMessage
+from ..protocol import MessageTemplate, OutgoingMessage
 from .base import Broker, Delivery, DeliveryHandler
 from .topology import ExchangeSpec, QueueSpec
 
@@ -38,6 +39,51 @@ log = get_logger("broker")
 
 # Seconds between reconnection attempts after the broker link drops.
 RECONNECT_INTERVAL = 1.0
+PERSISTENT = 2  # AMQP delivery mode: written to disk before the confirm
+
+
+def properties(message: OutgoingMessage) -> spec.Basic.Properties:
+    """The AMQP properties of ``message``: persistent, priority 0 when unset.
+
+    The message id is the task id: a message the broker returns (unroutable)
+    is matched to its publish by it.
+    """
+    return spec.Basic.Properties(
+        content_type=message.content_type,
+        content_encoding=message.content_encoding,
+        headers=message.headers,
+        delivery_mode=PERSISTENT,
+        priority=message.priority or 0,
+        correlation_id=message.correlation_id,
+        reply_to=message.reply_to,
+        expiration=None if message.expiration_ms is None else str(message.expiration_ms),
+        message_id=message.correlation_id,
+    )
+
+
+def template_pieces(template: MessageTemplate) -> list[bytes]:
+    """The template's encoded properties, split where the task id goes."""
+    pieces: list[bytes] | None = template.encodings.get("amqp")
+    if pieces is None:
+        encoded = properties(template.message).marshal()
+        pieces = template.encodings["amqp"] = encoded.split(template.placeholder.encode())
+    return pieces
+
+
+class SplicedProperties(spec.Basic.Properties):
+    """A template's properties, encoded once, with one message's task id spliced in.
+
+    Encoding the ~20 headers of a task message was a fifth of the CPU of
+    publishing a burst of ticks; splicing the id into the template's bytes is
+    a join.
+    """
+
+    def __init__(self, template: MessageTemplate, task_id: bytes) -> None:
+        super().__init__(message_id=task_id.decode())
+        self._encoded = task_id.join(template_pieces(template))
+
+    def marshal(self) -> bytes:
+        return self._encoded
 
 
 class AmqpDelivery(Delivery):
@@ -272,7 +318,6 @@ class AmqpBroker(Broker):
         # One channel per purpose: a channel error (say, a mailbox queue held by
         # another node of the same name) must not stop task consumption.
         self._channels: dict[str, AbstractChannel] = {}
-        self._exchanges: dict[str, AbstractExchange] = {}
         self._queues: dict[str, AbstractQueue] = {}
         self._consumers: dict[str, str] = {}
         self._declared: set[str] = set()
@@ -316,7 +361,6 @@ class AmqpBroker(Broker):
             await self.connection.close()
             self.connection = None
         self._channels.clear()
-        self._exchanges.clear()
         self._queues.clear()
         self._declared.clear()
 
@@ -430,27 +474,31 @@ class AmqpBroker(Broker):
 
     async def publish(self, exchange: str, routing_key: str, message: OutgoingMessage) -> None:
         """Publish a task message and wait for the broker's confirm."""
+        await self._publish(exchange, routing_key, message.body, properties(message))
+
+    async def publish_copy(self, exchange: str, routing_key: str, template: MessageTemplate,
+                           task_id: str) -> None:
+        """Publish ``template`` as ``task_id``, its properties encoded once for all copies."""
+        spliced = task_id.encode()
+        if len(spliced) != len(template.placeholder):  # the lengths in the bytes would change
+            await self.publish(exchange, routing_key, template.fill(task_id))
+            return
+        await self._publish(exchange, routing_key, template.message.body,
+                            SplicedProperties(template, spliced))
+
+    def encode_template(self, template: MessageTemplate) -> None:
+        template_pieces(template)
+
+    async def _publish(self, exchange: str, routing_key: str, body: bytes,
+                       props: spec.Basic.Properties) -> None:
+        # Straight to the channel under aio-pika: its Message and Exchange wrappers
+        # were a sixth of the CPU of a burst of publishes. Mandatory, as aio-pika
+        # publishes: an unroutable message comes back as a return, not an error
+        # (Celery's is dropped silently).
         channel = await self._channel(publish=True)
-        target = self._exchanges.get(exchange)
-        if target is None:
-            target = (channel.default_exchange if exchange == ""
-                      else await channel.get_exchange(exchange, ensure=False))
-            self._exchanges[exchange] = target
-        await target.publish(
-            aio_pika.Message(
-                message.body,
-                headers=message.headers,
-                content_type=message.content_type,
-                content_encoding=message.content_encoding,
-                correlation_id=message.correlation_id,
-                reply_to=message.reply_to,
-                priority=message.priority or 0,
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                expiration=(message.expiration_ms / 1000.0
-                            if message.expiration_ms is not None else None),
-            ),
-            routing_key=routing_key,
-        )
+        underlay = await channel.get_underlay_channel()
+        await underlay.basic_publish(body, exchange=exchange, routing_key=routing_key,
+                                     properties=props, mandatory=True)
 
     async def get(self, queue: str) -> Delivery | None:
         channel = await self._channel(publish=False, purpose="inspect")

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..logging import get_logger
-from ..protocol import OutgoingMessage
+from ..protocol import MessageTemplate, OutgoingMessage
 from .topology import QueueSpec
 
 log = get_logger("broker")
@@ -138,6 +138,17 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     async def publish(self, exchange: str, routing_key: str, message: OutgoingMessage) -> None:
         """Publish and wait until the broker has taken the message."""
+
+    async def publish_copy(self, exchange: str, routing_key: str, template: MessageTemplate,
+                           task_id: str) -> None:
+        """Publish ``template`` as ``task_id`` (what ``publish`` does with its fill).
+
+        A transport that encodes messages can encode the template once.
+        """
+        await self.publish(exchange, routing_key, template.fill(task_id))
+
+    def encode_template(self, template: MessageTemplate) -> None:  # noqa: B027 - optional
+        """Do now what the first ``publish_copy`` of ``template`` would do once."""
 
     @abc.abstractmethod
     async def ensure_declared(self, spec: QueueSpec | None, passive: bool) -> None:
