@@ -184,6 +184,8 @@ class Tracing:
                                  TASK_NAME: message.task, DESTINATION: routing_key})
             if exchange:
                 span.set_attribute("celery.exchange", exchange)
+            else:  # the default exchange, direct: what Celery calls a queue destination
+                span.set_attribute("messaging.destination_kind", "queue")
         # A retry's headers are its request's dict: never change that one.
         message.headers = dict(message.headers)
         inject(message.headers, trace.set_span_in_context(span, parent))

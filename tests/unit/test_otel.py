@@ -108,7 +108,8 @@ async def test_consumer_span_continues_the_producer_span(
     assert produce.kind == SpanKind.PRODUCER and produce.parent is None
     assert produce.attributes is not None and dict(produce.attributes) == {
         "celery.action": "apply_async", "messaging.message.id": result.id,
-        "celery.task_name": "o.ok", "messaging.destination": "celery"}
+        "celery.task_name": "o.ok", "messaging.destination": "celery",
+        "messaging.destination_kind": "queue"}
     assert run.kind == SpanKind.CONSUMER
     assert run.context.trace_id == produce.context.trace_id
     assert run.parent is not None and run.parent.span_id == produce.context.span_id
