@@ -144,6 +144,9 @@ _current_run: contextvars.ContextVar[_Run | None] = contextvars.ContextVar(
     "asyncworker_otel_run", default=None)
 
 
+_NOTHING: contextlib.nullcontext[None] = contextlib.nullcontext()
+
+
 class Tracing:
     """The tracer (of a given provider, or of the global one once configured)
     and the middleware and publish wrapper that use it."""
@@ -163,15 +166,18 @@ class Tracing:
             self._tracer = (provider, provider.get_tracer(TRACER_NAME, __version__))
         return self._tracer[1]
 
-    @contextlib.contextmanager
     def publishing(self, message: TaskMessage, exchange: str,
-                   routing_key: str) -> Iterator[None]:
+                   routing_key: str) -> contextlib.AbstractContextManager[None]:
         """The ``apply_async/<task>`` span around one publish; its context goes into
         ``message.headers`` (an ``App.publish_wrappers`` entry)."""
         tracer = self.tracer()
         if tracer is None:
-            yield
-            return
+            return _NOTHING
+        return self._publish_span(tracer, message, exchange, routing_key)
+
+    @contextlib.contextmanager
+    def _publish_span(self, tracer: trace.Tracer, message: TaskMessage, exchange: str,
+                      routing_key: str) -> Iterator[None]:
         parent = otel_context.get_current()
         run = _current_run.get()
         if (run is not None and run.context is not None
