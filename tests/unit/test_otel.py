@@ -227,3 +227,42 @@ def test_retry_headers_are_copied_before_injection(spans: InMemorySpanExporter) 
     (span,) = spans.get_finished_spans()
     assert _context_of(message.headers).span_id == span.context.span_id
     assert span.parent is None  # nothing current: the publish starts a trace
+
+
+async def test_chord_body_and_chain_step_continue_the_trace(
+        spans: InMemorySpanExporter) -> None:
+    """A chord's body is published under the span of the task that completes the chord
+    (here ``celery.chord_unlock``: the memory backend polls); a chain's next step under
+    the previous step's."""
+    app = _app(spans)
+
+    def sig(name: str, *args: Any, **options: Any) -> dict[str, Any]:
+        return {"task": name, "args": list(args), "kwargs": {}, "options": options,
+                "subtask_type": None, "immutable": False}
+
+    async with run_worker(app) as worker:
+        body_id = await app.canvas.apply({
+            "task": "celery.chord", "subtask_type": "chord", "options": {}, "args": [],
+            "kwargs": {"header": {"subtask_type": "group", "options": {},
+                                  "kwargs": {"tasks": [sig("o.ok", 1), sig("o.ok", 2)]}},
+                       "body": sig("o.ok", task_id="chord-body")}})
+        assert body_id == "chord-body"
+        await worker.result("chord-body")
+        first = await app.send_task("o.ok", (5,), chain=[sig("o.ok", task_id="chain-2")])
+        await worker.result("chain-2")
+        await _spans_named(worker, spans, "run/o.ok", 5)
+    by_id = {s.context.span_id: s for s in spans.get_finished_spans()}
+    runs = {dict(s.attributes or {})["messaging.message.id"]: s
+            for s in _named(spans, "run/o.ok")}
+    publishes = {dict(s.attributes or {})["messaging.message.id"]: s
+                 for s in _named(spans, "apply_async/o.ok")}
+    for child, parent_task in (("chord-body", "celery.chord_unlock"), ("chain-2", "o.ok")):
+        publish = publishes[child]
+        assert publish.parent is not None
+        parent = by_id[publish.parent.span_id]
+        assert parent.name == f"run/{parent_task}"
+        assert runs[child].context.trace_id == parent.context.trace_id
+        assert runs[child].parent is not None
+        assert runs[child].parent.span_id == publish.context.span_id
+    chain_parent = publishes["chain-2"].parent
+    assert chain_parent is not None and by_id[chain_parent.span_id] is runs[first.id]
