@@ -36,6 +36,8 @@ from .settings import Settings
 from .task import Task, build_task
 
 Lifespan = Callable[["App"], AsyncIterator[None]]
+#: Wraps the publish of one task message: ``wrapper(message, exchange, routing_key)``.
+PublishWrapper = Callable[[TaskMessage, str, str], contextlib.AbstractContextManager[None]]
 
 
 class App:
@@ -74,6 +76,8 @@ class App:
         self.hooks = HookSet()
         #: Remote-control commands the mailbox answers, by name.
         self.control_commands: dict[str, ControlCommand] = dict(BUILTIN_COMMANDS)
+        #: Wrappers around each message published on its own (see ``publishing``).
+        self.publish_wrappers: list[PublishWrapper] = []
         register_builtins(self)
         self.use(BeatPlugin())  # built in: beat's settings are always valid
 
@@ -92,6 +96,20 @@ class App:
     def add_hooks(self, hooks: WorkerHooks) -> None:
         """Subscribe ``hooks`` to every worker of this app (and to ``task_sent``)."""
         self.hooks.add(hooks)
+
+    def publishing(self, message: TaskMessage, exchange: str,
+                   routing_key: str) -> contextlib.ExitStack:
+        """Enter every publish wrapper for ``message``; leave the returned stack once
+        it is published (with the exception, if the publish failed).
+
+        ``send_task`` and the worker's retries call this before encoding, so a
+        wrapper may add headers to ``message.headers`` (a tracing context) and
+        time the publish. Beat's repeated sends of one prepared message do not.
+        """
+        with contextlib.ExitStack() as stack:
+            for wrap in self.publish_wrappers:
+                stack.enter_context(wrap(message, exchange, routing_key))
+            return stack.pop_all()
 
     def control_command(self, name: str) -> Callable[[ControlCommand], ControlCommand]:
         """Register ``async def command(worker, **arguments)`` as a remote-control command."""
@@ -278,7 +296,11 @@ class App:
         <asyncworker.message.TaskMessage.from_options>` lists them. An unknown
         option raises ``TypeError``.
         """
-        return await self.prepare(name, args, kwargs, **options).send()
+        self.settings  # noqa: B018 - loads worker_plugins, which may add publish wrappers
+        if not self.publish_wrappers:
+            return await self.prepare(name, args, kwargs, **options).send()
+        with contextlib.ExitStack() as around:
+            return await self._prepare(name, args, kwargs, options, around).send()
 
     def prepare(self, name: str, args: tuple[Any, ...] | list[Any] = (),
                 kwargs: dict[str, Any] | None = None, **options: Any) -> PreparedTask:
@@ -288,11 +310,19 @@ class App:
         Time-dependent options (``countdown``, ``expires`` in seconds ...) are
         fixed now: prepare again when they should count from each publish.
         """
+        return self._prepare(name, args, kwargs, options)
+
+    def _prepare(self, name: str, args: tuple[Any, ...] | list[Any],
+                 kwargs: dict[str, Any] | None, options: dict[str, Any],
+                 around: contextlib.ExitStack | None = None) -> PreparedTask:
+        """``prepare``; with ``around``, the publish wrappers are entered on it."""
         message = TaskMessage.from_options(name, args, kwargs, options)
         route = self._route(name, options)
         if message.priority is None:
             message.priority = self.settings.task_default_priority
         message.reply_to = _reply_to()
+        if around is not None:
+            around.enter_context(self.publishing(message, route.exchange, route.routing_key))
         outgoing = protocol.encode(message, options.get("serializer")
                                    or self.settings.task_serializer)
         return PreparedTask(self, route, outgoing, own_root=options.get("root_id") is None)

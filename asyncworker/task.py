@@ -59,6 +59,17 @@ class Request(TaskMessage):
         return cls(task_id, task, args, kwargs, retries=retries, root_id=task_id,
                    hostname=socket.gethostname(), is_eager=True)
 
+    def __getattr__(self, name: str) -> Any:
+        # Celery's request holds every message header as an attribute, so
+        # ``self.request.traceparent`` or a producer's own ``x_custom`` header
+        # reads as it does there. Called only for names that are not fields.
+        if not name.startswith("__"):
+            try:
+                return object.__getattribute__(self, "headers")[name]
+            except (AttributeError, KeyError):
+                pass
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
 
 # Every field of a message, in order (a C-speed shallow copy for from_message).
 _message_values = operator.attrgetter(*(f.name for f in fields(TaskMessage)))

@@ -45,11 +45,16 @@ def autoretry(task: Task, request: Request, exc: Exception) -> Retry | None:
 
 
 def retry_message(request: Request, retry: Retry) -> protocol.OutgoingMessage:
+    """The new message for a retry, encoded (see ``next_attempt``)."""
+    return protocol.encode(next_attempt(request, retry))
+
+
+def next_attempt(request: Request, retry: Retry) -> protocol.TaskMessage:
     """The new message for a retry: same id, ``retries + 1``, embed and headers kept."""
     message = request.next_retry(retry)
     # What the message said, not the worker's resolved choice.
     message.ignore_result = bool(request.headers.get("ignore_result"))
-    return protocol.encode(message)
+    return message
 
 
 def retry_route(request: Request) -> tuple[str, str]:

@@ -11,26 +11,34 @@ be published fails the task instead of losing it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import Callable
 
 from ...backends.base import format_traceback
 from ...broker.base import Broker
 from ...logging import get_logger
-from ...protocol import OutgoingMessage
+from ...message import TaskMessage
+from ...protocol import OutgoingMessage, encode
 from ...task import reset_current_request, set_current_request
 from ..job import FAILURE, RETRY, Job, Outcome
-from ..retry import autoretry, retry_message, retry_route
+from ..retry import autoretry, next_attempt, retry_route
 from . import OutcomeStep
 
 log = get_logger("retry")
+
+Publishing = Callable[[TaskMessage, str, str], contextlib.AbstractContextManager[object]]
 
 
 class RetryStep(OutcomeStep):
     """Map autoretried failures to retries, and publish retries."""
 
-    def __init__(self, broker: Broker, publish_timeout: float = 60.0) -> None:
+    def __init__(self, broker: Broker, publish_timeout: float = 60.0,
+                 publishing: Publishing | None = None) -> None:
         self.broker = broker
         self.publish_timeout = publish_timeout
+        #: ``App.publishing``: the app's publish wrappers (a tracing context) around it.
+        self.publishing = publishing
 
     async def before_store(self, job: Job) -> None:
         outcome = job.outcome
@@ -54,10 +62,12 @@ class RetryStep(OutcomeStep):
         if outcome.kind != RETRY or outcome.retry is None:
             return
         assert job.request is not None
-        message = retry_message(job.request, outcome.retry)
+        message = next_attempt(job.request, outcome.retry)
         exchange, routing_key = retry_route(job.request)
         try:
-            await self._publish(exchange, routing_key, message, job.request.id)
+            with (self.publishing(message, exchange, routing_key) if self.publishing
+                  else contextlib.nullcontext()):
+                await self._publish(exchange, routing_key, encode(message), job.request.id)
         except Exception as exc:
             # Could not schedule the retry: fail the task rather than lose it silently.
             job.outcome = Outcome(FAILURE, exc=exc, traceback=format_traceback(exc),
