@@ -140,6 +140,9 @@ class Settings:
     worker_log_format: str = "auto"
     worker_event_loop: str = "asyncio"
     worker_plugins: list[str] = field(default_factory=list)
+    #: Remote control may stop the worker, terminate tasks, resize it, change its
+    #: queues and limits (False: only inspect and plain revoke are answered).
+    worker_control_allow_destructive: bool = True
 
     #: Each registered section's values, by section name (not a setting itself).
     sections: dict[str, Section] = field(default_factory=dict, repr=False,

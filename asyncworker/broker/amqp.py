@@ -447,6 +447,18 @@ class AmqpBroker(Broker):
         log.info("consuming", queue=spec.name, exchange=spec.exchange.name,
                  routing_key=spec.routing_key, arguments=spec.arguments)
 
+    async def cancel_consumer(self, queue: str) -> bool:
+        """Stop consuming ``queue``; its delivered messages stay unacked until settled."""
+        tag = self._consumers.pop(queue, None)
+        if tag is None:
+            return False
+        await self._queues[queue].cancel(tag)
+        log.info("stopped consuming", queue=queue)
+        return True
+
+    async def change_prefetch(self, delta: int) -> None:
+        await self.qos.adjust(delta)
+
     async def cancel_consumers(self) -> None:
         """Stop receiving new messages; delivered ones stay unacked until settled."""
         for name, tag in list(self._consumers.items()):

@@ -135,6 +135,10 @@ class Broker(abc.ABC):
     async def cancel_consumers(self) -> None:
         """Stop receiving task messages; delivered ones stay unsettled."""
 
+    async def cancel_consumer(self, queue: str) -> bool:
+        """Stop consuming ``queue`` alone; False when it was not consumed."""
+        raise NotImplementedError(f"{type(self).__name__} cannot cancel one consumer")
+
     @abc.abstractmethod
     async def publish(self, exchange: str, routing_key: str, message: OutgoingMessage) -> None:
         """Publish and wait until the broker has taken the message."""
@@ -164,6 +168,9 @@ class Broker(abc.ABC):
 
     async def set_prefetch(self, count: int) -> None:  # noqa: B027 - optional
         """How many unsettled task messages may be delivered at once (0: no limit)."""
+
+    async def change_prefetch(self, delta: int) -> None:  # noqa: B027 - optional
+        """Widen (or narrow) the prefetch window by ``delta``; unlimited stays unlimited."""
 
     def prefer_local_prefetch(self, queues: list[QueueSpec]) -> None:  # noqa: B027
         """Told which queues will be consumed, before ``set_prefetch`` (AMQP: quorum)."""

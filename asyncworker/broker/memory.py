@@ -156,9 +156,21 @@ class MemoryBroker(Broker):
                 await self._pump
             self._pump = None
 
+    async def cancel_consumer(self, queue: str) -> bool:
+        found = self.queues.get(queue)
+        if found is None or found.handler is None:
+            return False
+        found.handler = None
+        return True
+
     async def set_prefetch(self, count: int) -> None:
         self.prefetch = count
         self._wakeup.set()
+
+    async def change_prefetch(self, delta: int) -> None:
+        if self.prefetch:
+            self.prefetch = max(1, self.prefetch + delta)
+            self._wakeup.set()
 
     async def _deliver(self) -> None:
         # One pump hands messages to handlers while the prefetch window allows.

@@ -4,9 +4,14 @@ Declares ``celery.pidbox`` (fanout) and the node's queue
 ``<nodename>.celery.pidbox`` exactly as kombu does, consumes it without acks,
 and answers the commands registered in ``handlers``. Replies go to the
 ``reply_to`` exchange and routing key a client gave, as ``{nodename: result}``
-with its ``ticket``. It is a worker service (started first, stopped last);
-the commands it answers are the app's ``control_commands`` (see
-``commands.py``), each called as ``command(worker, **arguments)``.
+with its ``ticket`` and the worker's logical clock. It is a worker service
+(started first, stopped last); the commands it answers are the app's
+``control_commands`` (see ``commands.py``), each called as
+``command(worker, **arguments)``.
+
+Nothing a control message says can stop the mailbox: an unknown command is
+answered ``{"error": "KeyError('name')"}`` as Celery answers it, a command
+that raises is answered ``{"error": repr(exc)}``, and both are logged.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from ..logging import get_logger
 from ..plugins import ControlCommand
 from ..protocol import OutgoingMessage
 from ..services import MAILBOX, Service
+from .clock import LamportClock
+from .policy import CommandRefused
 
 if TYPE_CHECKING:
     from ..worker.worker import Worker
@@ -51,13 +58,14 @@ class Mailbox(Service):
         self.broker: Broker | None = None
         self.nodename = ""
         self.handlers: dict[str, ControlCommand] = {}
-        self.clock = 0
+        self.clock = LamportClock()
         self.accept = serialization.accepted(["json"])
 
     async def start(self, worker: Worker) -> None:
         """Answer the app's control commands for ``worker``."""
         self.broker = worker.broker
         self.nodename = worker.settings.worker_nodename
+        self.clock = worker.state.clock
         self.handlers = {name: functools.partial(command, worker)
                          for name, command in worker.app.control_commands.items()}
         await self.listen()
@@ -87,6 +95,23 @@ class Mailbox(Service):
             return fnmatch.fnmatch(self.nodename, pattern)
         return not destination or self.nodename in destination
 
+    async def dispatch(self, method: str, arguments: Any) -> Any:
+        """Run one command; its reply, or ``{"error": ...}`` (never raises)."""
+        handler = self.handlers.get(method)
+        if handler is None:
+            log.warning("no such control command", method=method)
+            return {"error": repr(KeyError(method))}  # Celery's reply, word for word
+        if not isinstance(arguments, dict):
+            arguments = {}
+        try:
+            return await handler(**arguments)
+        except CommandRefused as exc:
+            log.warning("control command refused", method=method, reason=str(exc))
+            return {"error": repr(exc)}
+        except Exception as exc:
+            log.warning("control command failed", method=method, error=repr(exc))
+            return {"error": repr(exc)}
+
     async def on_message(self, message: Delivery) -> None:
         """Handle one control message; never raises."""
         assert self.broker is not None
@@ -101,25 +126,18 @@ class Mailbox(Service):
         expires = message.headers.get("expires")
         if isinstance(expires, (int, float)) and expires and expires < time.time():
             return
+        self.clock.adjust(message.headers.get("clock"))
         method = str(body.get("method"))
-        handler = self.handlers.get(method)
-        try:
-            if handler is None:
-                raise KeyError(f"No such control command: {method}")
-            result = await handler(**(body.get("arguments") or {}))
-        except Exception as exc:
-            log.warning("control command failed", method=method, error=repr(exc))
-            result = {"error": repr(exc)}
+        result = await self.dispatch(method, body.get("arguments"))
         reply_to = body.get("reply_to")
         if result is NO_REPLY or not isinstance(reply_to, dict):
             return
-        self.clock += 1
         try:
             await self.broker.publish(
                 str(reply_to.get("exchange") or ""), str(reply_to.get("routing_key") or ""),
                 OutgoingMessage(
                     body=serialization.dumps({self.nodename: result}),
-                    headers={"ticket": body.get("ticket"), "clock": self.clock},
+                    headers={"ticket": body.get("ticket"), "clock": self.clock.forward()},
                     content_type=serialization.JSON, content_encoding="utf-8",
                     correlation_id="", reply_to=None, priority=None, expiration_ms=None))
         except Exception as exc:

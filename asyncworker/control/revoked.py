@@ -1,9 +1,12 @@
-"""Revoked task ids: kept in memory like Celery's, and persisted across restarts."""
+"""Revoked task ids (kept in memory like Celery's, and persisted across restarts),
+and revoked stamps (``revoke_by_stamped_headers``, in memory only, as in Celery)."""
 
 from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any
 
 # Celery keeps 50,000 revoked ids for 3 hours.
 MAX_REVOKED = 50_000
@@ -38,3 +41,31 @@ class RevokedSet:
         """The ids still revoked."""
         now = time.time()
         return [i for i, when in self._ids.items() if now - when <= self.ttl]
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, (list, tuple, set)) else [value]
+
+
+def revoking_stamp(headers: Mapping[str, Any],
+                   revoked: Mapping[str, list[Any]]) -> dict[str, Any] | None:
+    """The stamp (``{header: value}``) by which a message is revoked, if any.
+
+    A message lists its stamp names in ``stamped_headers`` and their values in
+    ``stamps``; a value (or any of a list of values) among the revoked ones for
+    that name revokes it.
+    """
+    if not revoked:
+        return None
+    stamps = headers.get("stamps") or {}
+    for name in headers.get("stamped_headers") or ():
+        if name not in revoked or not isinstance(stamps, Mapping):
+            continue
+        value = stamps.get(name)
+        if value is None:
+            continue
+        wanted = _as_list(revoked[name])
+        for one in _as_list(value):
+            if one in wanted:
+                return {name: one}
+    return None

@@ -46,14 +46,30 @@ class Consumer:
         self.accept = serialization.accepted(settings.accept_content)
         self.handlers: set[asyncio.Task[None]] = set()
         self.stopping = False
+        #: The queues consumed now, by name (``inspect active_queues``).
+        self.queues: dict[str, QueueSpec] = {}
 
     async def start(self, queues: list[QueueSpec]) -> None:
         """Set the prefetch window, declare the queues and start consuming them."""
         self.broker.prefer_local_prefetch(queues)
         await self.broker.set_prefetch(self.settings.prefetch_count())
         for spec in queues:
-            await self.broker.consume(spec, self.on_message,
-                                      passive=self.settings.broker_passive_declare)
+            await self.add_queue(spec)
+
+    async def add_queue(self, spec: QueueSpec) -> bool:
+        """Declare and consume one more queue; False when it is consumed already."""
+        if spec.name in self.queues or self.stopping:
+            return False
+        await self.broker.consume(spec, self.on_message,
+                                  passive=self.settings.broker_passive_declare)
+        self.queues[spec.name] = spec
+        return True
+
+    async def cancel_queue(self, name: str) -> bool:
+        """Stop consuming the queue ``name`` (messages already here still run)."""
+        if self.queues.pop(name, None) is None:
+            return False
+        return await self.broker.cancel_consumer(name)
 
     async def on_message(self, delivery: Delivery) -> None:
         """Broker callback: start a handler task and return at once."""

@@ -6,6 +6,8 @@
   Redis (Celery has no such thing). A Lua script hands out start times.
 * ``worker_task_concurrency`` / ``worker_queue_concurrency``: at most N tasks
   of a name, or from a queue, running at once in this worker.
+* time limits changed by the ``time_limit`` remote-control command: they
+  replace the task's own until the worker stops, as in Celery.
 
 A task waiting here holds no slot of the global semaphore, so a throttled task
 never blocks the others.
@@ -92,6 +94,8 @@ class Limits:
                             for name, n in settings.worker_queue_concurrency.items()}
         self._global_rates = {name: parse_rate(rate)
                               for name, rate in settings.worker_global_rate_limits.items()}
+        #: Time limits set by remote control: task name -> (hard, soft).
+        self._time_limits: dict[str, tuple[float | None, float | None]] = {}
         self._redis: aioredis.Redis | None = None
         self._reserve: Any = None
         if any(self._global_rates.values()):
@@ -110,6 +114,17 @@ class Limits:
         """Change a task's per-worker rate limit (None removes it)."""
         per_second = parse_rate(rate)
         self._buckets[task_name] = TokenBucket(per_second) if per_second else None
+
+    def set_time_limits(self, task_name: str, soft: float | None, hard: float | None) -> None:
+        """Replace a task's soft and hard time limits (None: no limit) for new runs."""
+        self._time_limits[task_name] = (hard, soft)
+
+    def time_limits(self, task: Any) -> tuple[float | None, float | None]:
+        """The task's ``(hard, soft)`` limits: as last set remotely, else its options."""
+        found = self._time_limits.get(task.name)
+        if found is not None:
+            return found
+        return task.option("time_limit"), task.option("soft_time_limit")
 
     def _bucket(self, task: Any) -> TokenBucket | None:
         if task.name not in self._buckets:

@@ -12,6 +12,7 @@ import collections
 import time
 from typing import TYPE_CHECKING, Any
 
+from ..control.clock import LamportClock
 from ..control.revoked import RevokedSet
 from ..hooks import WorkerHooks
 from . import job as jobs
@@ -32,6 +33,10 @@ class WorkerState(WorkerHooks):
         #: Running, by task id (a redelivered copy waits for its first run).
         self.active: dict[str, Job] = {}
         self.revoked = RevokedSet()
+        #: Stamped-header values whose tasks are revoked (``revoke_by_stamped_headers``).
+        self.revoked_stamps: dict[str, list[object]] = {}
+        #: The logical clock control replies (and events) carry.
+        self.clock = LamportClock()
         #: Tasks that finished, by name (Celery's ``stats()['total']``).
         self.total: collections.Counter[str] = collections.Counter()
         #: Events by kind: received, succeeded, failed, retried, rejected, ...

@@ -107,9 +107,9 @@ class Worker:
             admission.extend(plugin.admission(self))
         # Once a slot is held: drop what the broker took back, and check
         # revocation and expiry again just before running, as Celery does.
-        admission += [Slot(s.worker_concurrency), Stale(finish), Revoked(state, finish),
-                      Expires(finish)]
-        execution: list[Middleware] = [TimeLimit()]
+        self.slot = Slot(s.worker_concurrency)
+        admission += [self.slot, Stale(finish), Revoked(state, finish), Expires(finish)]
+        execution: list[Middleware] = [TimeLimit(self.limits)]
         for plugin in plugins:
             execution.extend(plugin.execution(self))
         execution.append(CurrentRequest())
@@ -130,6 +130,23 @@ class Worker:
         self.services.sort(key=lambda service: service.order)
         return Consumer(self.app, s, self.broker, executor, state, self.hooks,
                         compose(admission, executor.execute))
+
+    # -- changed while running (remote control) ---------------------------------
+    @property
+    def concurrency(self) -> int:
+        """Tasks allowed to run at once, now."""
+        return self.slot.concurrency
+
+    def prefetch_count(self) -> int:
+        """The prefetch window for the current concurrency, as Celery computes it."""
+        return max(0, self.concurrency * self.settings.worker_prefetch_multiplier)
+
+    async def resize(self, concurrency: int) -> None:
+        """Run at most ``concurrency`` tasks at once, prefetching in proportion."""
+        before = self.prefetch_count()
+        self.slot.resize(concurrency)
+        await self.broker.change_prefetch(self.prefetch_count() - before)
+        log.info("concurrency changed", concurrency=concurrency, prefetch=self.prefetch_count())
 
     # -- signals ---------------------------------------------------------------
     def request_stop(self, cold: bool = False) -> None:

@@ -29,3 +29,11 @@ def fail(message: str) -> None:
 # `celery beat` with this app runs the entries given as JSON (schedules in seconds).
 if os.environ.get("CELERY_BEAT_SCHEDULE"):
     app.conf.beat_schedule = json.loads(os.environ["CELERY_BEAT_SCHEDULE"])
+
+
+@app.task(name="celery_side.sleep")
+def sleep(seconds: float) -> float:
+    import time
+
+    time.sleep(seconds)
+    return seconds

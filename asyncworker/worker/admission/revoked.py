@@ -1,7 +1,9 @@
-"""Refuse tasks revoked by id (``app.control.revoke``): stored REVOKED and acked."""
+"""Refuse revoked tasks: by id (``app.control.revoke``) or by stamp
+(``revoke_by_stamped_headers``); stored REVOKED and acked."""
 
 from __future__ import annotations
 
+from ...control.revoked import revoking_stamp
 from ..job import REVOKED, Job, Outcome
 from ..middleware import CallNext, Finish
 from ..state import WorkerState
@@ -12,11 +14,14 @@ class Revoked:
 
     def __init__(self, state: WorkerState, finish: Finish) -> None:
         self.revoked = state.revoked
+        self.stamps = state.revoked_stamps
         self.finish = finish
 
     async def __call__(self, job: Job, call_next: CallNext) -> None:
-        assert job.message is not None
-        if job.message.id in self.revoked:
+        message = job.message
+        assert message is not None
+        if message.id in self.revoked or (
+                self.stamps and revoking_stamp(message.headers, self.stamps) is not None):
             await self.finish(job, Outcome(REVOKED, reason="revoked"))
             return
         await call_next(job)

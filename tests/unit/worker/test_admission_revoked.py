@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from asyncworker import states
-from asyncworker.control.commands import revoke
+from asyncworker.control.tasks import revoke
 from asyncworker.worker.admission.revoked import Revoked
 from asyncworker.worker.job import REVOKED
 from asyncworker.worker.state import WorkerState
