@@ -43,15 +43,23 @@ def get(port: int, path: str, timeout: float = 3.0) -> tuple[int, str]:
         return 0, repr(exc)
 
 
-def samples(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    """Every sample of ``/metrics``, by (name, labels)."""
-    status, text = get(port, "/metrics")
-    assert status == 200, text
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def parse(text: str) -> Samples:
+    """Every sample of an exposition, by (name, labels)."""
     return {(s.name, frozenset(s.labels.items())): s.value
             for family in text_string_to_metric_families(text) for s in family.samples}
 
 
-def value(found: dict[tuple[str, frozenset[tuple[str, str]]], float], metric: str, /,
+def samples(port: int) -> Samples:
+    """Every sample of ``/metrics``."""
+    status, text = get(port, "/metrics", timeout=10)
+    assert status == 200, text
+    return parse(text)
+
+
+def value(found: Samples, metric: str, /,
           **labels: str) -> float:
     return found.get((metric, frozenset(labels.items())), 0.0)
 
@@ -179,45 +187,60 @@ def exporter_python() -> Path:
 
 
 @pytest.fixture
-def celery_worker_with_events(services: dict[str, str], tmp_path: Path) -> Iterator[str]:
-    """A real Celery worker sending events (-E, heartbeats on); yields its node name."""
+def vhost(services: dict[str, str]) -> str:
+    """A RabbitMQ vhost of this test's own: celery-exporter broadcasts ``inspect``
+    to every worker it can reach, and must see only this fleet."""
+    name = "asyncworker-monitoring"
+    ctl = ["bash", str(REPO / "deploy/local/services.sh"), "rabbitmqctl", "-q"]
+    subprocess.run([*ctl, "add_vhost", name], capture_output=True)  # exists: fine
+    subprocess.run([*ctl, "set_permissions", "-p", name, "guest", ".*", ".*", ".*"],
+                   check=True, capture_output=True)
+    return BROKER_URL.rstrip("/") + "/" + name
+
+
+@pytest.fixture
+def celery_worker_with_events(vhost: str, tmp_path: Path) -> Iterator[str]:
+    """A real Celery worker sending events (-E, heartbeats on); yields its queue."""
     queue = f"cw.{uuid.uuid4().hex[:10]}"
-    node = f"cw@celery-{queue}"
-    env = dict(os.environ, CELERY_BROKER_URL=BROKER_URL,
+    env = dict(os.environ, CELERY_BROKER_URL=vhost,
                CELERY_RESULT_BACKEND="db+postgresql+psycopg2://" + PG_DSN.split("://", 1)[1])
     log = open(tmp_path / "celery.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "tests.apps.celery_worker:app", "worker",
-         "-P", "solo", "-Q", queue, "-n", node, "-E", "--without-mingle", "--without-gossip",
-         "-l", "INFO"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+         "-P", "solo", "-Q", queue, "-n", f"cw@celery-{queue}", "-E", "--without-mingle",
+         "--without-gossip", "-l", "INFO"], cwd=REPO, env=env, stdout=log,
+        stderr=subprocess.STDOUT)
     yield queue
     proc.terminate()
     proc.wait(30)
     log.close()
 
 
-def test_celery_exporter_sees_both_workers(celery_app: Any, start_worker: Any,
-                                           queue_name: str, exporter_python: Path,
+def test_celery_exporter_sees_both_workers(start_worker: Any, queue_name: str, vhost: str,
+                                           exporter_python: Path,
                                            celery_worker_with_events: str,
                                            tmp_path: Path) -> None:
+    from celery import Celery
+
     celery_queue = celery_worker_with_events
+    client = Celery("client", broker=vhost)
     port = free_port()
     log = open(tmp_path / "exporter.log", "wb")  # noqa: SIM115
     exporter = subprocess.Popen(
         [str(exporter_python), "-c", "from src.cli import cli; cli()",
-         "--broker-url", BROKER_URL, "--host", "127.0.0.1", "--port", str(port),
+         "--broker-url", vhost, "--host", "127.0.0.1", "--port", str(port),
          "--retry-interval", "1"], stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_for(lambda: get(port, "/metrics")[0] == 200, 30, what="exporter up")
         # Task events and heartbeats on (Celery's -E).
         start_worker("-Q", queue_name, "-n", f"aw@asyncworker-{queue_name}", app=APP,
-                     worker_send_task_events="true")
+                     broker_url=vhost, worker_send_task_events="true")
         hosts = {"celery": f"celery-{celery_queue}", "asyncworker": f"asyncworker-{queue_name}"}
         sends = [("celery_side.describe", [], celery_queue),
                  ("celery_side.fail", ["x"], celery_queue),
                  ("mon.ok", [1], queue_name), ("mon.fail", [], queue_name)]
         for name, args, queue in sends:
-            celery_app.send_task(name, args, queue=queue)
+            client.send_task(name, args, queue=queue)
         series = ["celery_task_received_total", "celery_task_started_total",
                   "celery_task_succeeded_total", "celery_task_failed_total",
                   "celery_task_rejected_total", "celery_task_revoked_total",
@@ -228,7 +251,7 @@ def test_celery_exporter_sees_both_workers(celery_app: Any, start_worker: Any,
             status, text = get(port, "/metrics", timeout=10)
             if status != 200:  # e.g. an `inspect stats` reply it cannot read
                 return [f"/metrics answered {status}"]
-            found = samples(port)
+            found = parse(text)
             seen = {(name, dict(labels).get("hostname")) for name, labels in found}
             return [f"{name}{{hostname={host}}}" for name in series
                     for host in hosts.values() if (name, host) not in seen]
