@@ -133,6 +133,17 @@ def test_healthz_fails_while_the_loop_is_blocked(celery_app: Any, start_worker: 
     assert get(port, "/readyz") == (200, "ok\n")
 
 
+def test_beat_serves_its_metrics(start_worker: Any, queue_name: str) -> None:
+    port = free_port()
+    entry = f"mon-{queue_name}"
+    schedule = {entry: {"task": "mon.ok", "schedule": 0.2, "args": [1],
+                        "options": {"queue": queue_name}}}
+    start_worker("--http-port", str(port), app=APP, command="beat", beat_schedule=schedule)
+    wait_for(lambda: value(samples(port), "asyncworker_beat_fired_total", entry=entry) >= 2,
+             20, what="beat ticks counted")
+    assert get(port, "/readyz")[0] == 200 and get(port, "/healthz")[0] == 200
+
+
 def _rabbitmq(action: str) -> None:
     subprocess.run(["bash", str(REPO / "deploy/local/services.sh"), "rabbitmqctl", action],
                    check=True, capture_output=True)
@@ -163,10 +174,13 @@ def _ping(*args: str) -> subprocess.CompletedProcess[str]:
 def test_ping_exit_status(start_worker: Any, queue_name: str) -> None:
     port = free_port()
     node = f"ping-{queue_name}@test"
-    worker = start_worker("-Q", queue_name, "-n", node, "--http-port", str(port), app=APP)
+    start_worker("-Q", queue_name, "-n", node, "--http-port", str(port), app=APP)
     assert _ping("--http-port", str(port)).returncode == 0
-    mailbox = _ping("-A", APP, "-n", node, "--timeout", "5")
-    assert mailbox.returncode == 0, mailbox.stderr + worker.log_path.read_text()
+    # A probe may miss once (a shared broker under load); it must answer within a few tries.
+    replies: list[subprocess.CompletedProcess[str]] = []
+    wait_for(lambda: replies.append(_ping("-A", APP, "-n", node, "--timeout", "3"))
+             or replies[-1].returncode == 0, 20, what=f"mailbox ping: {replies[-1:]}")
+    assert "pong" in replies[-1].stdout
     assert _ping("--http-port", str(free_port()), "--timeout", "1").returncode == 1
     nobody = _ping("-A", APP, "-n", f"nobody-{queue_name}@test", "--timeout", "1")
     assert nobody.returncode == 1
