@@ -178,8 +178,11 @@ def test_ping_exit_status(start_worker: Any, queue_name: str) -> None:
     assert _ping("--http-port", str(port)).returncode == 0
     # A probe may miss once (a shared broker under load); it must answer within a few tries.
     replies: list[subprocess.CompletedProcess[str]] = []
-    wait_for(lambda: replies.append(_ping("-A", APP, "-n", node, "--timeout", "3"))
-             or replies[-1].returncode == 0, 20, what=f"mailbox ping: {replies[-1:]}")
+    try:
+        wait_for(lambda: replies.append(_ping("-A", APP, "-n", node, "--timeout", "3"))
+                 or replies[-1].returncode == 0, 30, what="a mailbox ping answered")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {replies[-1].stderr}") from None
     assert "pong" in replies[-1].stdout
     assert _ping("--http-port", str(free_port()), "--timeout", "1").returncode == 1
     nobody = _ping("-A", APP, "-n", f"nobody-{queue_name}@test", "--timeout", "1")
