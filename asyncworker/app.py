@@ -30,6 +30,7 @@ from .canvas import Canvas
 from .control.commands import BUILTIN as BUILTIN_COMMANDS
 from .hooks import HookSet, WorkerHooks
 from .message import TaskMessage
+from .monitoring import MonitoringPlugin
 from .plugins import ControlCommand, Plugin, load_plugin
 from .result import AsyncResult as ResultHandle
 from .settings import Settings
@@ -80,6 +81,7 @@ class App:
         self.publish_wrappers: list[PublishWrapper] = []
         register_builtins(self)
         self.use(BeatPlugin())  # built in: beat's settings are always valid
+        self.use(MonitoringPlugin())  # built in: metrics and probes, off until a port is set
 
     # -- extension points ---------------------------------------------------
     def use(self, plugin: Plugin) -> Plugin:

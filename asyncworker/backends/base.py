@@ -11,6 +11,7 @@ from typing import Any
 from .. import serialization, states
 from ..exceptions import celery_module_of
 from ..task import Request
+from .batching import BatchWriter
 
 
 def exception_to_meta(exc: BaseException) -> dict[str, Any]:
@@ -111,6 +112,10 @@ class ResultBackend(abc.ABC):
     async def cleanup(self) -> int:
         """Delete expired results (``celery.backend_cleanup``); returns rows removed."""
         return 0
+
+    def batch_writer(self) -> BatchWriter | None:
+        """The writer of task states, for monitoring (None: writes are not batched)."""
+        return None
 
     @abc.abstractmethod
     async def setup(self) -> None:

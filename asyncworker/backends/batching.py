@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -34,6 +35,12 @@ class BatchWriter:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        # Monitoring: each written batch is reported as (rows, seconds) to the
+        # observers; ``failing`` while a transient error is being retried, and
+        # ``reconnects`` counts the writes that succeeded after one.
+        self.observers: list[Callable[[int, float], None]] = []
+        self.failing = False
+        self.reconnects = 0
 
     def start(self) -> None:
         """Start the flusher task."""
@@ -78,11 +85,16 @@ class BatchWriter:
 
     async def _write(self, batch: list[tuple[Any, asyncio.Future[None]]]) -> None:
         delay = 0.2
+        started = time.monotonic()
         while True:
             try:
                 await self._write_many([row for row, _ in batch])
+                if self.failing:
+                    self.failing = False
+                    self.reconnects += 1
                 break
             except self._transient as exc:
+                self.failing = True
                 log.warning("result write failed, retrying", backend=self._describe,
                             rows=len(batch), error=str(exc) or type(exc).__name__,
                             retry_in=delay)
@@ -100,6 +112,8 @@ class BatchWriter:
                 return
         for _, future in batch:
             _settle(future, None)
+        for observe in self.observers:
+            observe(len(batch), time.monotonic() - started)
 
 
 def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:

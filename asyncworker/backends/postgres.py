@@ -137,6 +137,9 @@ class PostgresBackend(ResultBackend):
             await self._create_tables()
         self._writer.start()
 
+    def batch_writer(self) -> BatchWriter:
+        return self._writer
+
     async def close(self) -> None:
         """Write what is queued, then close the pool."""
         await self._writer.close()

@@ -132,6 +132,9 @@ class RedisBackend(ResultBackend):
         """Start the writer (the client connects on first use and reconnects itself)."""
         self._writer.start()
 
+    def batch_writer(self) -> BatchWriter:
+        return self._writer
+
     async def close(self) -> None:
         """Write what is queued and disconnect."""
         await self._writer.close()

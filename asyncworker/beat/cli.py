@@ -44,6 +44,8 @@ class BeatCommand(CliCommand):
         parser.add_argument("--count", type=int, default=5, help="fire times per entry (--show)")
         parser.add_argument("--now", help="ISO 8601 time to count from (--show; default now)")
         parser.add_argument("-l", "--loglevel", help="DEBUG, INFO, WARNING, ERROR")
+        parser.add_argument("--http-port", type=int,
+                            help="serve /metrics, /healthz and /readyz on this port")
         actions = parser.add_subparsers(dest="beat_command", metavar="entries")
         entries = actions.add_parser("entries", help="edit the run-time entries table")
         verbs = entries.add_subparsers(dest="verb", required=True, metavar="ACTION")
@@ -70,7 +72,8 @@ class BeatCommand(CliCommand):
         from ..cli.apps import configured_app
 
         try:
-            app = configured_app(args, worker_log_level=args.loglevel)
+            app = configured_app(args, worker_log_level=args.loglevel,
+                                 worker_http_port=args.http_port)
             settings = app.settings
             beat = settings.section(BeatSettings)
             if args.beat_command == "entries":
@@ -91,8 +94,11 @@ async def _run(app: Any) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, beat.stop)
+    from ..monitoring.service import beat_monitoring
+
     try:
-        await beat.run()
+        async with beat_monitoring(app, beat):
+            await beat.run()
     finally:
         await app.close()
 

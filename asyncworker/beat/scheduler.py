@@ -118,6 +118,11 @@ class Beat:
         """Ask the loop to finish (ticks being published are completed first)."""
         self._stopping.set()
 
+    @property
+    def stopping(self) -> bool:
+        """Whether :meth:`stop` was called (monitoring: no longer ready)."""
+        return self._stopping.is_set()
+
     # -- the loop -------------------------------------------------------------
     async def run(self) -> None:
         """Load the entries, then fire ticks until stopped.

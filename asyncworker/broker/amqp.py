@@ -352,6 +352,7 @@ class AmqpBroker(Broker):
     def _on_reconnect(self, *_: Any) -> None:
         # Declarations are per connection for the producer; redo them lazily.
         self._declared.clear()
+        self.reconnects += 1
         log.warning("reconnected to broker; unacked messages will be redelivered",
                     url=self.display_url)
 
@@ -522,3 +523,17 @@ class AmqpBroker(Broker):
         channel = await self._channel(publish=False, purpose="inspect")
         declared = await channel.declare_queue(queue, passive=True)
         return declared.declaration_result.message_count or 0
+
+    # -- monitoring ---------------------------------------------------------------
+    def is_connected(self) -> bool:
+        """Connected, and the consuming channel (if opened) is open: false while
+        aio-pika reconnects, and after ``close``."""
+        connection = self.connection
+        if connection is None or connection.is_closed or not connection.connected.is_set():
+            return False
+        channel = self._channels.get("consume")
+        return channel is None or not channel.is_closed
+
+    def prefetch_window(self) -> int | None:
+        """The basic.qos prefetch in force (raised by one per held ETA message)."""
+        return self.qos.applied

@@ -179,3 +179,15 @@ class Broker(abc.ABC):
         """Publish a copy of ``delivery`` back where it came from."""
         await self.publish(delivery.exchange, delivery.routing_key, delivery.outgoing())
 
+    # -- monitoring (readiness probe, metrics) ------------------------------------
+    #: Times the connection was re-established after dropping.
+    reconnects: int = 0
+
+    def is_connected(self) -> bool:
+        """Whether the link to the broker is up and task consumption can go on."""
+        return True
+
+    def prefetch_window(self) -> int | None:
+        """Unsettled task messages the broker may deliver now (None: not a notion here)."""
+        return None
+

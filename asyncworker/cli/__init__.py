@@ -1,7 +1,8 @@
 """Command line: ``python -m asyncworker <subcommand> ...``.
 
 Built in: ``worker`` (:mod:`.worker`), ``beat`` (:mod:`asyncworker.beat.cli`),
-``dlq`` (:mod:`.dlq`) and ``config`` (:mod:`.config`); plugins add more
+``dlq`` (:mod:`.dlq`), ``config`` (:mod:`.config`) and ``ping``
+(:mod:`asyncworker.monitoring.ping`); plugins add more
 (:mod:`.registry`). ``main`` is the
 ``asyncworker`` console script.
 """
@@ -13,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from ..beat.cli import BeatCommand
+from ..monitoring.ping import PingCommand
 from ..plugins import CliCommand
 from .apps import DEFAULT_APP, load_app
 from .config import ConfigCommand
@@ -24,7 +26,7 @@ __all__ = ["BUILTIN_COMMANDS", "DEFAULT_APP", "build_parser", "load_app", "loop_
 
 #: The subcommands every installation has.
 BUILTIN_COMMANDS: tuple[CliCommand, ...] = (WorkerCommand(), BeatCommand(), DlqCommand(),
-                                            ConfigCommand())
+                                            ConfigCommand(), PingCommand())
 
 
 def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:

@@ -18,4 +18,12 @@ fi
 .venv/bin/python -m pip install -q -e ".[test]"
 echo "[setup] python packages installed in .venv" >&2
 
+# celery-exporter, which the monitoring tests run against a worker fleet, in a
+# venv of its own: it pins redis and prometheus-client versions older than ours.
+if [ ! -x .venv-tools/exporter/bin/python ]; then
+  echo "[setup] creating .venv-tools/exporter" >&2
+  "$python" -m venv .venv-tools/exporter
+fi
+.venv-tools/exporter/bin/python -m pip install -q "prometheus-exporter-celery==0.11.2"
+
 "$repo/deploy/local/services.sh" start

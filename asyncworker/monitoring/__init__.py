@@ -1,0 +1,47 @@
+"""Monitoring: Prometheus metrics, health and readiness probes, ``asyncworker ping``.
+
+A built-in plugin. With ``worker_http_port`` set (``worker --http-port``) a
+worker serves ``/metrics`` (celery-exporter's series plus its own, see
+:mod:`.metrics`), ``/healthz`` (the process and its event loop answer) and
+``/readyz`` (connected and consuming) from a thread of its own
+(:mod:`.server`); ``asyncworker beat --http-port`` serves beat's metrics the
+same way. Off by default: nothing is imported or bound until a port is set.
+``asyncworker ping`` (:mod:`.ping`) is the exec probe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+from ..plugins import Plugin
+from .settings import MonitoringSettings
+
+if TYPE_CHECKING:
+    from ..services import Service
+    from ..worker.worker import Worker
+
+__all__ = ["MonitoringPlugin", "MonitoringSettings", "report_event_drops"]
+
+
+class MonitoringPlugin(Plugin):
+    """Adds the ``[monitoring]`` settings and, when a port is set, the monitoring service."""
+
+    name = "monitoring"
+    settings = MonitoringSettings
+
+    def services(self, worker: Worker) -> Iterable[Service]:
+        settings = worker.settings.section(MonitoringSettings)
+        if settings.worker_http_port is None:
+            return ()
+        from .service import MonitoringService
+
+        return (MonitoringService(settings),)
+
+
+def report_event_drops(worker: Worker, dropped: Callable[[], float]) -> None:
+    """Expose the events dispatcher's drop count (``dropped()``) as
+    ``asyncworker_event_drops_total``; see :func:`.metrics.report_event_drops`."""
+    from .metrics import report_event_drops as report
+
+    report(worker, dropped)

@@ -1,0 +1,130 @@
+"""``asyncworker ping``: an exec probe that exits 0 when this node's worker is healthy.
+
+The cheap replacement for ``celery inspect ping``. With the monitoring server
+on (``--http-port``, or ``worker_http_port`` in the settings) it asks the
+local ``/healthz``: no broker round trip, and it also fails when the worker's
+event loop is blocked, which a mailbox reply cannot tell apart from a slow
+broker. Without it, it sends one remote-control ``ping`` to the node's
+mailbox (``-n``, default ``worker_nodename``) and waits ``--timeout`` seconds
+for the ``pong``. ``--http-port`` skips loading the app altogether.
+
+Exit status: 0 healthy, 1 not (no answer, or a failing answer), 2 for a
+configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+from ..exceptions import ImproperlyConfigured
+from ..plugins import CliCommand
+from .settings import MonitoringSettings
+
+REPLY_EXCHANGE = "reply.celery.pidbox"
+
+
+class PingCommand(CliCommand):
+    """The ``ping`` subcommand."""
+
+    name = "ping"
+    help = "exit 0 if this node's worker is healthy (an exec probe)"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """``--http-port``/``--http-host``, ``-n`` and ``--timeout``."""
+        parser.add_argument("--http-port", type=int,
+                            help="the worker's monitoring port (default: worker_http_port)")
+        parser.add_argument("--http-host", help="its address (default: worker_http_host)")
+        parser.add_argument("-n", "--hostname",
+                            help="node to ping through the mailbox (default: worker_nodename)")
+        parser.add_argument("--timeout", type=float, default=2.0, help="seconds (default 2)")
+
+    def run(self, args: argparse.Namespace) -> int:
+        """Probe over HTTP when a port is known, else through the mailbox."""
+        port, host = args.http_port, args.http_host or "127.0.0.1"
+        if port is None or args.hostname:
+            from ..cli.apps import configured_app
+            from ..cli.worker import expand_hostname
+
+            try:
+                app = configured_app(args)
+            except (ImproperlyConfigured, ImportError) as exc:
+                print(f"asyncworker: {exc}", file=sys.stderr)
+                return 2
+            settings = app.settings
+            monitoring = settings.section(MonitoringSettings)
+            if args.hostname is None and port is None and monitoring.worker_http_port:
+                port = monitoring.worker_http_port
+                host = args.http_host or monitoring.worker_http_host
+            if port is None or args.hostname:
+                nodename = expand_hostname(args.hostname or settings.worker_nodename)
+                return _report(asyncio.run(
+                    mailbox_ping(settings.broker_url, nodename, args.timeout)))
+        return _report(http_ping(host, port, args.timeout))
+
+
+def _report(outcome: tuple[bool, str]) -> int:
+    ok, text = outcome
+    print(text, file=sys.stdout if ok else sys.stderr)
+    return 0 if ok else 1
+
+
+def http_ping(host: str, port: int, timeout: float) -> tuple[bool, str]:
+    """GET ``/healthz``: healthy when it answers 200 within ``timeout``."""
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"  # bound to every address: loopback is one of them
+    url = f"http://{host}:{port}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status == 200, response.read().decode(errors="replace").strip()
+    except urllib.error.HTTPError as exc:
+        return False, f"{url}: {exc.code} {exc.read().decode(errors='replace').strip()}"
+    except (OSError, TimeoutError) as exc:
+        return False, f"{url}: {exc}"
+
+
+async def mailbox_ping(broker_url: str, nodename: str, timeout: float) -> tuple[bool, str]:
+    """One remote-control ``ping`` to ``nodename``, as ``celery inspect ping -d`` sends it."""
+    import aio_pika
+
+    from ..broker.amqp import amqp_url
+
+    deadline = time.monotonic() + timeout
+    ticket = str(uuid.uuid4())
+    try:
+        connection = await aio_pika.connect(amqp_url(broker_url), timeout=timeout)
+    except Exception as exc:
+        return False, f"broker unreachable: {exc!r}"
+    async with connection:
+        channel = await connection.channel()
+        replies = await channel.declare_exchange(REPLY_EXCHANGE, "direct", durable=False)
+        queue = await channel.declare_queue(f"{ticket}.{REPLY_EXCHANGE}", exclusive=True,
+                                            auto_delete=True)
+        await queue.bind(replies, routing_key=queue.name)
+        mailbox = await channel.declare_exchange("celery.pidbox", "fanout", durable=False)
+        body = {"method": "ping", "arguments": {}, "destination": [nodename],
+                "pattern": None, "matcher": None, "ticket": ticket,
+                "reply_to": {"exchange": REPLY_EXCHANGE, "routing_key": queue.name}}
+        await mailbox.publish(aio_pika.Message(
+            json.dumps(body).encode(), content_type="application/json",
+            content_encoding="utf-8", headers={"clock": 1, "expires": time.time() + timeout},
+            delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT), routing_key="")
+        async with queue.iterator(no_ack=True) as messages:
+            try:
+                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                    async for message in messages:
+                        if (message.headers or {}).get("ticket") != ticket:
+                            continue
+                        reply = json.loads(message.body).get(nodename)
+                        if isinstance(reply, dict) and reply.get("ok") == "pong":
+                            return True, f"{nodename}: pong"
+                        return False, f"{nodename}: {reply!r}"
+            except TimeoutError:
+                pass
+    return False, f"{nodename}: no reply within {timeout}s"
