@@ -28,6 +28,7 @@ from .broker.topology import Route, Topology
 from .builtins import register_builtins
 from .canvas import Canvas
 from .control.commands import BUILTIN as BUILTIN_COMMANDS
+from .events.plugin import EventsPlugin
 from .hooks import HookSet, WorkerHooks
 from .message import TaskMessage
 from .plugins import ControlCommand, Plugin, load_plugin
@@ -76,6 +77,7 @@ class App:
         self.control_commands: dict[str, ControlCommand] = dict(BUILTIN_COMMANDS)
         register_builtins(self)
         self.use(BeatPlugin())  # built in: beat's settings are always valid
+        self.use(EventsPlugin())  # built in: worker events always, task events on request
 
     # -- extension points ---------------------------------------------------
     def use(self, plugin: Plugin) -> Plugin:

@@ -60,6 +60,8 @@ class WorkerCommand(CliCommand):
         parser.add_argument("-l", "--loglevel", help="DEBUG, INFO, WARNING, ERROR")
         parser.add_argument("-B", "--beat", action="store_true", default=None,
                             help="also run the periodic-task scheduler (development)")
+        parser.add_argument("-E", "--task-events", action="store_true", default=None,
+                            help="send task events (for Flower, celery events)")
 
     def run(self, args: argparse.Namespace) -> int:
         """Load the app and its settings, then run the worker on the chosen event loop."""
@@ -74,6 +76,7 @@ class WorkerCommand(CliCommand):
                 worker_nodename=expand_hostname(args.hostname) if args.hostname else None,
                 worker_log_level=args.loglevel,
                 worker_beat=args.beat,
+                worker_send_task_events=args.task_events,
             )
             settings = app.settings
         except (ImproperlyConfigured, ImportError) as exc:

@@ -143,7 +143,7 @@ def test_worker_plugins_are_enabled_before_their_keys_are_checked(
                           'gpt_model = "m"\n')
     app = App("t", config_file=str(path), worker_plugins=[f"{__name__}:CachePlugin"])
     vision = app.settings.section(VisionSettings)  # the file's list wins over the code's
-    assert [p.name for p in app.plugins] == ["beat", "vision"] and vision.gpt_model == "m"
+    assert [p.name for p in app.plugins] == ["beat", "events", "vision"] and vision.gpt_model == "m"
     assert "workers.ai.tasks.gpt5_analysis_task" in app.tasks
 
     monkeypatch.setenv("ASYNCWORKER_WORKER_PLUGINS", f"{__name__}:cache_plugin")
@@ -154,8 +154,8 @@ def test_worker_plugins_are_enabled_before_their_keys_are_checked(
                        f'["{__name__}:cache_plugin", "asyncworker.contrib.vision:VisionPlugin"]')
     app = App("t3", config_file=str(toml(tmp_path, "[cache]\ncache_ttl = 5\n")))
     s = app.settings
-    assert app.plugins[1] is cache_plugin
-    assert [p.name for p in app.plugins] == ["beat", "cache", "vision"]
+    assert app.plugins[2] is cache_plugin
+    assert [p.name for p in app.plugins] == ["beat", "events", "cache", "vision"]
     assert s.section(CacheSettings).cache_ttl == 5.0
     assert app.settings is s  # loaded once
 
