@@ -280,6 +280,7 @@ def test_flower_lists_the_worker_and_its_tasks(
     revoked = get_json(f"{flower}/api/tasks?workername={node}&state=REVOKED")
     assert list(revoked) == [ids["REVOKED"]]
     # Refreshed by inspect commands (their replies are the remote-control part).
-    assert node in get_json(f"{flower}/api/workers?refresh=1")
+    wait_for(lambda: node in get_json(f"{flower}/api/workers?refresh=1"), 20,
+             what="the worker in a refreshed list")
     info = get_json(f"{flower}/api/task/info/{ids['SUCCESS']}")
     assert info["state"] == "SUCCESS" and info["root_id"] == ids["SUCCESS"]
