@@ -36,7 +36,7 @@ EXCHANGE = "celeryev"
 #: How long one batch may take to publish before it is counted as dropped.
 PUBLISH_TIMEOUT = 5.0
 #: Seconds to let events gather after the first one, so that they share a message.
-LINGER = 0.001
+LINGER = 0.01
 
 
 def utcoffset() -> float:
@@ -122,28 +122,33 @@ class EventDispatcher:
         self._queue.clear()
 
     async def _run(self) -> None:
+        queue = self._queue
         while True:
-            if not self._queue:
+            if not queue:
                 if self._closing:
                     return
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            if not self._closing and len(self._queue) < self.batch_size:
+            if not self._closing and len(queue) < self.batch_size:
+                # Let a batch gather: one message per batch is most of the cost.
                 await asyncio.sleep(LINGER)
-            await self.flush()
+            await self._publish(self._next_batch())
+
+    def _next_batch(self) -> list[dict[str, Any]]:
+        """The next message's events, in order: a run of task events (up to
+        ``batch_size``), or one worker event."""
+        queue = self._queue
+        batch = [queue.popleft()]
+        if batch[0]["type"].startswith("task-"):
+            while queue and len(batch) < self.batch_size and queue[0]["type"].startswith("task-"):
+                batch.append(queue.popleft())
+        return batch
 
     async def flush(self) -> None:
-        """Publish everything queued now, in order: each run of task events in messages
-        of up to ``batch_size``, each worker event alone. Failures are dropped."""
-        queue = self._queue
-        while queue:
-            batch = [queue.popleft()]
-            if batch[0]["type"].startswith("task-"):
-                while (queue and len(batch) < self.batch_size
-                       and queue[0]["type"].startswith("task-")):
-                    batch.append(queue.popleft())
-            await self._publish(batch)
+        """Publish everything queued now (failures are dropped, counted)."""
+        while self._queue:
+            await self._publish(self._next_batch())
 
     async def _publish(self, events: list[dict[str, Any]]) -> None:
         if len(events) == 1:
