@@ -15,7 +15,8 @@ says how many it dropped.
 
 Uses its own queue (``bench.events``) and results table
 (``bench_events_taskmeta`` in ``BENCH_DSN``'s database), so nothing else is
-disturbed. Figures go to ``bench/results/events.md`` and ``events.json``.
+disturbed. Figures go to ``bench/results/events.md`` and ``events.json``
+(``events-no-receiver.*`` with ``--no-receiver``).
 """
 
 from __future__ import annotations
@@ -98,9 +99,10 @@ class EventCounter:
 class EventsBench:
     """Runs the worker on one queue and results table, events off and on."""
 
-    def __init__(self, log_path: Path) -> None:
+    def __init__(self, log_path: Path, receive: bool = True) -> None:
         from celery import Celery
 
+        self.receive = receive
         self.client = Celery("bench-events-client", broker=BROKER)
         self.client.conf.update(broker_connection_retry_on_startup=True)
         self.db = psycopg2.connect(DSN)
@@ -145,7 +147,8 @@ class EventsBench:
         self._reset()
         self._publish(task, count)
         counter = EventCounter(self.client)
-        with counter.running() if events else contextlib.nullcontext(counter):
+        receiving = events and self.receive
+        with counter.running() if receiving else contextlib.nullcontext(counter):
             command = [sys.executable, "-m", "asyncworker", "worker", "-A", "bench.apps:app",
                        "-Q", QUEUE, "-c", str(concurrency), "--prefetch-multiplier", "4",
                        *(["-E"] if events else [])]
@@ -168,7 +171,7 @@ class EventsBench:
                 finally:
                     sampler.stop()
                     stop(process)
-            if events:
+            if receiving:
                 # What the worker sent before it stopped has arrived once its
                 # worker-offline (the last event it sends) has.
                 wait_until(lambda: counter.counts["worker-offline"] > 0, 10)
@@ -215,12 +218,15 @@ def report(runs: list[Run], args: argparse.Namespace, facts: dict[str, Any]) -> 
         "# Cost of task events",
         "",
         f"`python -m bench.events_cost --tasks {args.tasks} --repeat {args.repeat}"
-        f" --workloads {args.workloads}` on {datetime.now(UTC):%Y-%m-%d}: "
+        f" --workloads {args.workloads}{' --no-receiver' if args.no_receiver else ''}`"
+        f" on {datetime.now(UTC):%Y-%m-%d}: "
         f"{facts['cores']} cores ({facts['cpu']}), Python {facts['python']}, "
         f"PostgreSQL {facts['postgresql']}.",
         "",
-        "The same tasks through one worker, task events off and on (`-E`); on, a Celery "
-        "event receiver consumes every event. CPU is the worker's (user + system) between "
+        "The same tasks through one worker, task events off and on (`-E`); on, "
+        + ("nothing consumes the events (the broker drops them). " if args.no_receiver else
+           "a Celery event receiver in the benchmark's process consumes every event. ")
+        + "CPU is the worker's (user + system) between "
         "its first and last result; throughput is tasks per second between the 10th and 90th "
         f"percentile of `date_done`. Medians of {args.repeat} run(s) a side.",
         "",
@@ -251,10 +257,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", type=int, default=5000, help="tasks per run")
     parser.add_argument("--repeat", type=int, default=1, help="runs per side")
     parser.add_argument("--workloads", default="noop,sleep")
+    parser.add_argument("--no-receiver", action="store_true",
+                        help="publish events with nothing consuming them (the broker drops them)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    bench = EventsBench(args.out / "events.log")
+    bench = EventsBench(args.out / "events.log", receive=not args.no_receiver)
     runs: list[Run] = []
     for workload in args.workloads.split(","):
         for _ in range(args.repeat):
@@ -265,10 +273,11 @@ def main(argv: list[str] | None = None) -> int:
                       file=sys.stderr)
                 runs.append(run)
     facts = machine(DSN)
-    (args.out / "events.json").write_text(json.dumps(
+    name = "events-no-receiver" if args.no_receiver else "events"
+    (args.out / f"{name}.json").write_text(json.dumps(
         {"machine": facts, "runs": [asdict(r) for r in runs]}, indent=1) + "\n")
-    (args.out / "events.md").write_text(report(runs, args, facts))
-    print((args.out / "events.md").read_text())
+    (args.out / f"{name}.md").write_text(report(runs, args, facts))
+    print((args.out / f"{name}.md").read_text())
     return 0
 
 
