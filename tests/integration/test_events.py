@@ -201,6 +201,19 @@ def retry_seen(expected: str, state: str | None) -> bool:
     return state == expected or (expected == "RETRY" and state == "RECEIVED")
 
 
+def test_worker_offline_after_a_cold_shutdown(
+        celery_app: Any, start_worker: Any, cleanup_queue: str, capture: Capture) -> None:
+    queue = cleanup_queue
+    node = f"cold-{queue}@test"
+    worker = start_worker("-Q", queue, "-n", node, "-E", app=APP)
+    running = celery_app.send_task("events.sleep", [60], queue=queue)
+    wait_for(lambda: capture.task_state(running.id) == "STARTED", 30, what="started")
+    worker.signal(signal.SIGQUIT)
+    assert worker.wait_exit(30) == 0
+    wait_for(lambda: capture.of(node, "worker-offline"), 15, what="worker-offline")
+    assert not capture.state.workers[node].alive
+
+
 # -- real Flower -----------------------------------------------------------------------
 def free_port() -> int:
     with socket.socket() as s:
