@@ -111,12 +111,10 @@ async def test_a_full_queue_drops_new_events_and_counts_them(
     dispatcher.start()
     dispatcher.send("worker-online")
     await until(lambda: broker.attempts == 1)  # the publish is stuck in the broker
-    started = time.perf_counter()
+    # send() is synchronous: all 1000 return while the broker is stuck.
     for n in range(1000):
         dispatcher.send("task-started", uuid=str(n))
-    elapsed = time.perf_counter() - started
-    assert dispatcher.pending == 3 and dispatcher.dropped == 997
-    assert elapsed < 0.5  # sending never waited for the broker (1000 events)
+    assert dispatcher.pending == 3 and dispatcher.dropped == 997 and broker.attempts == 1
     # The stuck publish times out and its event is counted too.
     await until(lambda: dispatcher.dropped >= 998)
     await dispatcher.close(timeout=0.01)
