@@ -28,6 +28,7 @@ from .broker.topology import Route, Topology
 from .builtins import register_builtins
 from .canvas import Canvas
 from .control.commands import BUILTIN as BUILTIN_COMMANDS
+from .events.plugin import EventsPlugin
 from .hooks import HookSet, WorkerHooks
 from .message import TaskMessage
 from .monitoring import MonitoringPlugin
@@ -81,6 +82,7 @@ class App:
         self.publish_wrappers: list[PublishWrapper] = []
         register_builtins(self)
         self.use(BeatPlugin())  # built in: beat's settings are always valid
+        self.use(EventsPlugin())  # built in: worker events always, task events on request
         self.use(MonitoringPlugin())  # built in: metrics and probes, off until a port is set
 
     # -- extension points ---------------------------------------------------

@@ -40,6 +40,7 @@ log = get_logger("broker")
 # Seconds between reconnection attempts after the broker link drops.
 RECONNECT_INTERVAL = 1.0
 PERSISTENT = 2  # AMQP delivery mode: written to disk before the confirm
+TRANSIENT = 1  # kept in memory only (monitoring events)
 
 
 def properties(message: OutgoingMessage) -> spec.Basic.Properties:
@@ -512,6 +513,26 @@ class AmqpBroker(Broker):
         underlay = await channel.get_underlay_channel()
         await underlay.basic_publish(body, exchange=exchange, routing_key=routing_key,
                                      properties=props, mandatory=True)
+
+    # -- transient messages (monitoring events) ----------------------------------
+    async def publish_transient(self, exchange: ExchangeSpec, routing_key: str,
+                                message: OutgoingMessage) -> None:
+        """Publish on the ``events`` channel: no publisher confirms, delivery mode 1.
+
+        A channel of its own, so that events never wait behind task publishes'
+        confirms and an events error cannot close the task channels.
+        """
+        channel = await self._channel(publish=False, purpose="events")
+        declared = f"exchange:{exchange.name}"  # forgotten on reconnect, like queues
+        if declared not in self._declared:
+            await self._exchange(channel, exchange, passive=False)
+            self._declared.add(declared)
+        underlay = await channel.get_underlay_channel()
+        await underlay.basic_publish(
+            message.body, exchange=exchange.name, routing_key=routing_key,
+            properties=spec.Basic.Properties(
+                content_type=message.content_type, content_encoding=message.content_encoding,
+                headers=message.headers, delivery_mode=TRANSIENT, priority=0))
 
     async def get(self, queue: str) -> Delivery | None:
         channel = await self._channel(publish=False, purpose="inspect")

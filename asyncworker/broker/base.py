@@ -19,7 +19,7 @@ from typing import Any
 
 from ..logging import get_logger
 from ..protocol import MessageTemplate, OutgoingMessage
-from .topology import QueueSpec
+from .topology import ExchangeSpec, QueueSpec
 
 log = get_logger("broker")
 
@@ -174,6 +174,12 @@ class Broker(abc.ABC):
 
     def prefer_local_prefetch(self, queues: list[QueueSpec]) -> None:  # noqa: B027
         """Told which queues will be consumed, before ``set_prefetch`` (AMQP: quorum)."""
+
+    async def publish_transient(self, exchange: ExchangeSpec, routing_key: str,
+                                message: OutgoingMessage) -> None:
+        """Publish a message that may be lost (monitoring events): not persisted, no
+        confirm awaited, ``exchange`` declared on first use. By default: ``publish``."""
+        await self.publish(exchange.name, routing_key, message)
 
     async def republish(self, delivery: Delivery) -> None:
         """Publish a copy of ``delivery`` back where it came from."""

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..protocol import OutgoingMessage
 from .base import Broker, Delivery, DeliveryHandler
-from .topology import QueueSpec
+from .topology import ExchangeSpec, QueueSpec
 
 
 @dataclass(slots=True)
@@ -84,6 +84,8 @@ class MemoryBroker(Broker):
         self.exchange_types: dict[str, str] = {}
         #: Every publish, in order: (exchange, routing key, message).
         self.published: list[tuple[str, str, OutgoingMessage]] = []
+        #: Every transient publish (monitoring events), kept apart from ``published``.
+        self.transient: list[tuple[str, str, OutgoingMessage]] = []
         self.acked: list[MemoryDelivery] = []
         self.rejected: list[tuple[MemoryDelivery, bool]] = []
         self.prefetch = 0
@@ -134,6 +136,14 @@ class MemoryBroker(Broker):
         self.published.append((exchange, routing_key, message))
         for name in self._targets(exchange, routing_key):
             self.queues[name].ready.append(StoredMessage(message, exchange, routing_key))
+        self._wakeup.set()
+
+    async def publish_transient(self, exchange: ExchangeSpec, routing_key: str,
+                                message: OutgoingMessage) -> None:
+        self.exchange_types.setdefault(exchange.name, exchange.type)
+        self.transient.append((exchange.name, routing_key, message))
+        for name in self._targets(exchange.name, routing_key):
+            self.queues[name].ready.append(StoredMessage(message, exchange.name, routing_key))
         self._wakeup.set()
 
     async def consume(self, spec: QueueSpec, handler: DeliveryHandler, passive: bool = False,

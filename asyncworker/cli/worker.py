@@ -60,6 +60,8 @@ class WorkerCommand(CliCommand):
         parser.add_argument("-l", "--loglevel", help="DEBUG, INFO, WARNING, ERROR")
         parser.add_argument("-B", "--beat", action="store_true", default=None,
                             help="also run the periodic-task scheduler (development)")
+        parser.add_argument("-E", "--task-events", action="store_true", default=None,
+                            help="send task events (for Flower, celery events)")
         parser.add_argument("--http-port", type=int,
                             help="serve /metrics, /healthz and /readyz on this port")
 
@@ -76,6 +78,7 @@ class WorkerCommand(CliCommand):
                 worker_nodename=expand_hostname(args.hostname) if args.hostname else None,
                 worker_log_level=args.loglevel,
                 worker_beat=args.beat,
+                worker_send_task_events=args.task_events,
                 worker_http_port=args.http_port,
             )
             settings = app.settings

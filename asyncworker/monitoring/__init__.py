@@ -11,6 +11,7 @@ same way. Off by default: nothing is imported or bound until a port is set.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
@@ -39,9 +40,12 @@ class MonitoringPlugin(Plugin):
         return (MonitoringService(settings),)
 
 
-def report_event_drops(worker: Worker, dropped: Callable[[], float]) -> None:
-    """Expose the events dispatcher's drop count (``dropped()``) as
-    ``asyncworker_event_drops_total``; see :func:`.metrics.report_event_drops`."""
-    from .metrics import report_event_drops as report
+#: Where the events dispatcher reports its dropped events (read at each scrape).
+#: Kept here, not in ``metrics``, so reporting imports no Prometheus client.
+EVENT_DROPS: weakref.WeakKeyDictionary[Worker, Callable[[], float]] = weakref.WeakKeyDictionary()
 
-    report(worker, dropped)
+
+def report_event_drops(worker: Worker, dropped: Callable[[], float]) -> None:
+    """Expose ``dropped()`` (events not sent: queue full, broker down) as
+    ``asyncworker_event_drops_total`` of ``worker``."""
+    EVENT_DROPS[worker] = dropped

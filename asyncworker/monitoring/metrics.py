@@ -17,15 +17,15 @@ attribute or a ``len()``, which the GIL keeps consistent.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from ..hooks import WorkerHooks
+from . import EVENT_DROPS
 from .labels import BoundedLabel, TaskNames, reason_prefix
 
 if TYPE_CHECKING:
@@ -52,17 +52,6 @@ _COUNTERS = {
     "revoked": "Sent if the task has been revoked.",
     "retried": "Sent if the task failed, but will be retried in the future.",
 }
-
-# Where the events dispatcher reports its dropped events (see ``report_event_drops``).
-_event_drops: weakref.WeakKeyDictionary[Any, Callable[[], float]] = (
-    weakref.WeakKeyDictionary())
-
-
-def report_event_drops(worker: Worker, dropped: Callable[[], float]) -> None:
-    """Expose ``dropped()`` (events not sent: queue full, broker down) as
-    ``asyncworker_event_drops_total`` of ``worker``; read at each scrape."""
-    _event_drops[worker] = dropped
-
 
 def host_label(nodename: str) -> str:
     """The ``hostname`` label: the part after ``@``, as celery-exporter reports it."""
@@ -226,7 +215,7 @@ class WorkerCollector(Collector):
         yield CounterMetricFamily("asyncworker_backend_reconnects", "Result writes that "
                                   "succeeded after the backend had failed (the link came "
                                   "back).", value=writer.reconnects if writer else 0)
-        dropped = _event_drops.get(w)
+        dropped = EVENT_DROPS.get(w)
         yield CounterMetricFamily("asyncworker_event_drops", "Monitoring events not sent "
                                   "(queue full or broker down).",
                                   value=dropped() if dropped is not None else 0)

@@ -11,12 +11,13 @@ from asyncworker import settings as settings_mod
 from asyncworker.backends import normalize_url
 from asyncworker.beat import BeatSettings
 from asyncworker.contrib.vision import VisionSettings
+from asyncworker.events import EventsSettings
 from asyncworker.exceptions import ImproperlyConfigured
 from asyncworker.logging import redact_text, redact_url
 
 REPO = Path(__file__).resolve().parents[2]
 #: The sections of the plugins shipped in asyncworker.contrib.
-SHIPPED_SECTIONS = [BeatSettings, VisionSettings]
+SHIPPED_SECTIONS = [BeatSettings, EventsSettings, VisionSettings]
 
 
 def test_precedence(tmp_path: Path) -> None:
@@ -56,7 +57,7 @@ def test_shipped_configs_load() -> None:
         settings_mod.load(REPO / "config" / name, environ={}, sections=SHIPPED_SECTIONS)
     with pytest.raises(ImproperlyConfigured, match="unknown setting 'vision'"):
         settings_mod.load(REPO / "config" / "default.toml", environ={},  # no vision plugin
-                          sections=[BeatSettings])
+                          sections=[BeatSettings, EventsSettings])
 
 
 @pytest.mark.parametrize(("url", "expected"), [

@@ -22,6 +22,7 @@ from asyncworker.contrib.vision.classification import (
 )
 from asyncworker.contrib.vision.gpt import GPTUnavailable, ShardedClient, parse_retry_after
 from asyncworker.contrib.vision.s3 import S3Path
+from asyncworker.events import EventsSettings
 from asyncworker.monitoring import MonitoringSettings
 
 GOOD = {"category": "Glass", "recyclable": True, "confidence": 0.8, "notes": "Rinse it."}
@@ -141,14 +142,17 @@ def test_plugin_registers_tasks_clients_and_section() -> None:
     pipeline.install(app)     # already has the clients
     assert {tasks.UPLOAD, tasks.ANALYSIS} <= set(app.tasks)
     assert app.tasks[tasks.ANALYSIS].bind is True
-    assert len(app._lifespans) == before + 1 and len(app.plugins) == 3  # beat, monitoring, vision
-    assert app.settings_sections() == [BeatSettings, MonitoringSettings, VisionSettings]
+    assert len(app._lifespans) == before + 1
+    assert len(app.plugins) == 4  # beat, events, monitoring, vision
+    assert app.settings_sections() == [BeatSettings, EventsSettings, MonitoringSettings,
+                                       VisionSettings]
 
     bench_like = App("b")
     pipeline.install(bench_like)  # the section and the clients, no tasks
     pipeline.install(bench_like)
     assert not {tasks.UPLOAD, tasks.ANALYSIS} & set(bench_like.tasks)
-    assert [p.name for p in bench_like.plugins] == ["beat", "monitoring", "vision-clients"]
+    assert [p.name for p in bench_like.plugins] == ["beat", "events", "monitoring",
+                                                    "vision-clients"]
 
 
 async def test_clients_and_tasks_read_the_section(monkeypatch: pytest.MonkeyPatch) -> None:
