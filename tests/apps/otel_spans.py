@@ -20,6 +20,7 @@ def describe(span: ReadableSpan) -> dict[str, Any]:
         "trace_id": format(span.context.trace_id, "032x"),
         "span_id": format(span.context.span_id, "016x"),
         "parent_id": format(span.parent.span_id, "016x") if span.parent else None,
+        "start_time": span.start_time,
         "status": span.status.status_code.name,
         "description": span.status.description,
         "attributes": {k: list(v) if isinstance(v, tuple) else v
