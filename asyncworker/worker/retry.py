@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 from .. import protocol
+from ..broker.topology import QueueSpec, Topology
 from ..exceptions import Retry
 from ..task import Request, Task
 
@@ -57,7 +58,16 @@ def next_attempt(request: Request, retry: Retry) -> protocol.TaskMessage:
     return message
 
 
-def retry_route(request: Request) -> tuple[str, str]:
-    """Where a retry goes: back through the exchange and routing key it came by."""
-    return request.delivery_info.get("exchange") or "", request.delivery_info.get(
-        "routing_key") or ""
+def retry_route(request: Request, retry: Retry | None = None,
+                topology: Topology | None = None) -> tuple[str, str, QueueSpec | None]:
+    """Where a retry goes: to the queue ``self.retry(queue=...)`` names, as in Celery;
+    otherwise back through the exchange and routing key it came by (Celery too
+    puts the delivery's own exchange and routing key over any others given).
+    The queue to declare first comes third (None: nothing to declare)."""
+    options = (retry.sig.get("options") or {}) if retry is not None else {}
+    queue = options.get("queue")
+    if topology is not None and queue:
+        route = topology.route(request.task, queue)
+        return route.exchange, route.routing_key, route.queue
+    return (request.delivery_info.get("exchange") or "",
+            request.delivery_info.get("routing_key") or "", None)

@@ -115,7 +115,8 @@ class Worker:
         execution.append(CurrentRequest())
         executor.run = compose(execution, Body(self.threads))
         steps: list[OutcomeStep] = [
-            RetryStep(self.broker, s.task_publish_retry_timeout, self.app.publishing),
+            RetryStep(self.broker, s.task_publish_retry_timeout, self.app.publishing,
+                      self.app.topology, s.broker_passive_declare),
             TaskHandlers(),
             CanvasStep(self.app.canvas, store_failures=self.backend is not None),
         ]

@@ -201,6 +201,15 @@ async def retry_forever(self: Task, with_exc: bool) -> None:
     raise self.retry(exc=KeyError("gone") if with_exc else None, countdown=0.2)
 
 
+@app.task(name="compat.retry_elsewhere", bind=True, max_retries=1)
+async def retry_elsewhere(self: Task, queue: str, seen: list[str] | None = None) -> list[str]:
+    """Retries once onto ``queue``; returns the queues its attempts came from."""
+    came_from = [*(seen or []), self.request.delivery_info["routing_key"]]
+    if self.request.retries == 0:
+        raise self.retry(queue=queue, countdown=0, kwargs={"queue": queue, "seen": came_from})
+    return came_from
+
+
 @app.task(name="compat.retry_sync", bind=True, max_retries=1)
 def retry_sync(self: Task) -> int:
     if self.request.retries == 0:

@@ -39,6 +39,16 @@ def test_retry_keeps_id_headers_and_counts(celery_app: Any, start_worker: Any,
     assert task_rows(pg, [result.id])[result.id]["retries"] == 2
 
 
+def test_retry_goes_to_the_queue_it_names(celery_app: Any, start_worker: Any,
+                                          queue_name: str) -> None:
+    other = f"{queue_name}.other"
+    start_worker("-Q", f"{queue_name},{other}")
+    result = celery_app.send_task("compat.retry_elsewhere", kwargs={"queue": other},
+                                  queue=queue_name)
+    # As in Celery: self.retry(queue=...) publishes the next attempt there.
+    assert result.get(timeout=30) == [queue_name, other]
+
+
 def test_retries_exhausted(celery_app: Any, start_worker: Any, queue_name: str,
                            redis_client: Any) -> None:
     start_worker("-Q", queue_name, "-c", "5")

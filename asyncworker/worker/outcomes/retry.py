@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from ...backends.base import format_traceback
 from ...broker.base import Broker
+from ...broker.topology import Topology
 from ...logging import get_logger
 from ...message import TaskMessage
 from ...protocol import OutgoingMessage, encode
@@ -34,8 +35,12 @@ class RetryStep(OutcomeStep):
     """Map autoretried failures to retries, and publish retries."""
 
     def __init__(self, broker: Broker, publish_timeout: float = 60.0,
-                 publishing: Publishing | None = None) -> None:
+                 publishing: Publishing | None = None, topology: Topology | None = None,
+                 passive_declare: bool = False) -> None:
         self.broker = broker
+        #: Routes a retry given its own ``queue`` / ``exchange`` / ``routing_key``.
+        self.topology = topology
+        self.passive_declare = passive_declare
         self.publish_timeout = publish_timeout
         #: ``App.publishing``: the app's publish wrappers (a tracing context) around it.
         self.publishing = publishing
@@ -63,8 +68,9 @@ class RetryStep(OutcomeStep):
             return
         assert job.request is not None
         message = next_attempt(job.request, outcome.retry)
-        exchange, routing_key = retry_route(job.request)
+        exchange, routing_key, queue = retry_route(job.request, outcome.retry, self.topology)
         try:
+            await self.broker.ensure_declared(queue, self.passive_declare)
             with (self.publishing(message, exchange, routing_key) if self.publishing
                   else contextlib.nullcontext()):
                 await self._publish(exchange, routing_key, encode(message), job.request.id)
