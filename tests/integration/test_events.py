@@ -295,5 +295,13 @@ def test_flower_lists_the_worker_and_its_tasks(
     # Refreshed by inspect commands (their replies are the remote-control part).
     wait_for(lambda: node in get_json(f"{flower}/api/workers?refresh=1"), 20,
              what="the worker in a refreshed list")
+    # What Flower's worker page shows, from the inspect replies.
+    worker = get_json(f"{flower}/api/workers?workername={node}")[node]
+    assert worker["stats"]["pool"]["max-concurrency"] == 4
+    assert worker["stats"]["broker"]["transport"] == "amqp" and worker["stats"]["pid"] > 0
+    assert "events.add" in worker["registered"]
+    assert [q["name"] for q in worker["active_queues"]] == [queue]
+    with urllib.request.urlopen(f"{flower}/worker/{node}", timeout=10) as page:
+        assert page.status == 200 and node in page.read().decode()
     info = get_json(f"{flower}/api/task/info/{ids['SUCCESS']}")
     assert info["state"] == "SUCCESS" and info["root_id"] == ids["SUCCESS"]
