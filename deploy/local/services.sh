@@ -2,6 +2,11 @@
 # Install (apt-get) and run RabbitMQ, PostgreSQL and Redis for local work and CI.
 # Everything listens on 127.0.0.1 only; state lives under $ASYNCWORKER_STATE_DIR
 # (default: <repo>/.services). Idempotent: running "start" twice is harmless.
+# A second, private set (for tests that stop or kill them) runs beside the
+# first with its own ASYNCWORKER_STATE_DIR and ports (ASYNCWORKER_AMQP_PORT,
+# ASYNCWORKER_PG_PORT, ASYNCWORKER_REDIS_PORT); ASYNCWORKER_RABBIT_CONSUMER_TIMEOUT
+# (ms) sets RabbitMQ's consumer_timeout; ASYNCWORKER_RABBIT_DIST_PORT its Erlang
+# distribution port (default: the AMQP port + 20000, as RabbitMQ picks it).
 #
 #   deploy/local/services.sh install   # apt-get the three servers (no-op when present)
 #   deploy/local/services.sh start     # install if needed, start, wait until ready
@@ -17,6 +22,8 @@ state=${ASYNCWORKER_STATE_DIR:-$repo/.services}
 amqp_port=${ASYNCWORKER_AMQP_PORT:-5672}
 pg_port=${ASYNCWORKER_PG_PORT:-5432}
 redis_port=${ASYNCWORKER_REDIS_PORT:-6379}
+# One Erlang node name per AMQP port, so that two brokers can share epmd.
+if [ "$amqp_port" = 5672 ]; then rabbit_node=rabbit@localhost; else rabbit_node=rabbit$amqp_port@localhost; fi
 pg_user=asyncworker
 pg_password=asyncworker
 pg_db=asyncworker
@@ -53,11 +60,15 @@ rabbit_env() {
   export RABBITMQ_MNESIA_BASE=$d/mnesia RABBITMQ_LOG_BASE=$d/log \
     RABBITMQ_PID_FILE=$d/rabbit.pid RABBITMQ_CONFIG_FILE=$d/rabbitmq.conf \
     RABBITMQ_ENABLED_PLUGINS_FILE=$d/enabled_plugins RABBITMQ_CONF_ENV_FILE=$d/rabbitmq-env.conf \
-    RABBITMQ_ADVANCED_CONFIG_FILE=$d/advanced.config RABBITMQ_NODENAME=rabbit@localhost \
+    RABBITMQ_ADVANCED_CONFIG_FILE=$d/advanced.config RABBITMQ_NODENAME=$rabbit_node \
     RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 RABBITMQ_NODE_PORT=$amqp_port ERL_EPMD_ADDRESS=127.0.0.1 \
+    RABBITMQ_DIST_PORT=${ASYNCWORKER_RABBIT_DIST_PORT:-$((amqp_port + 20000))} \
     RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}" \
     RABBITMQ_CTL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
-  [ -f "$d/rabbitmq.conf" ] || printf 'listeners.tcp.default = 127.0.0.1:%s\nloopback_users = none\n' "$amqp_port" >"$d/rabbitmq.conf"
+  printf 'listeners.tcp.default = 127.0.0.1:%s\nloopback_users = none\n' "$amqp_port" >"$d/rabbitmq.conf"
+  if [ -n "${ASYNCWORKER_RABBIT_CONSUMER_TIMEOUT:-}" ]; then
+    echo "consumer_timeout = $ASYNCWORKER_RABBIT_CONSUMER_TIMEOUT" >>"$d/rabbitmq.conf"
+  fi
   [ -f "$d/enabled_plugins" ] || echo '[].' >"$d/enabled_plugins"
   touch "$d/rabbitmq-env.conf"
   if [ ! -f "$HOME/.erlang.cookie" ]; then
@@ -82,7 +93,8 @@ start_rabbit() {
 stop_rabbit() {
   rabbit_env
   "$rabbit_bin/rabbitmqctl" -q stop >/dev/null 2>&1 || true
-  epmd -kill >/dev/null 2>&1 || true
+  # epmd serves every node on this host: stop it only when no other node is left.
+  if ! epmd -names 2>/dev/null | grep -q '^name '; then epmd -kill >/dev/null 2>&1 || true; fi
 }
 
 # --- PostgreSQL -----------------------------------------------------------

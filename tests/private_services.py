@@ -1,0 +1,83 @@
+"""A private RabbitMQ, PostgreSQL and Redis, for tests that stop, kill or reconfigure them.
+
+The shared services (``deploy/local/services.sh start``) serve every other
+test, so a test that takes a server down runs its own set, started by the
+same script with a state directory and ports of its own:
+
+    services = PrivateServices(tmp_path / "services", consumer_timeout_ms=3000)
+    services.start()
+    ...  # services.broker_url, services.pg_dsn, services.redis_url
+    services.rabbitmqctl("stop_app"); services.rabbitmqctl("start_app")
+    services.stop()
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "deploy" / "local" / "services.sh"
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (the OS's pick)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class PrivateServices:
+    """One RabbitMQ node, one PostgreSQL cluster and one Redis of a test's own."""
+
+    def __init__(self, state_dir: Path, consumer_timeout_ms: int | None = None) -> None:
+        self.state_dir = state_dir
+        self.amqp_port, self.pg_port, self.redis_port = free_port(), free_port(), free_port()
+        # RabbitMQ's default (AMQP port + 20000) can be past 65535 for a port the OS picks.
+        self.dist_port = free_port()
+        self.consumer_timeout_ms = consumer_timeout_ms
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment ``services.sh`` is run with for this set."""
+        env = dict(os.environ, ASYNCWORKER_STATE_DIR=str(self.state_dir),
+                   ASYNCWORKER_AMQP_PORT=str(self.amqp_port),
+                   ASYNCWORKER_PG_PORT=str(self.pg_port),
+                   ASYNCWORKER_REDIS_PORT=str(self.redis_port),
+                   ASYNCWORKER_RABBIT_DIST_PORT=str(self.dist_port))
+        if self.consumer_timeout_ms is not None:
+            env["ASYNCWORKER_RABBIT_CONSUMER_TIMEOUT"] = str(self.consumer_timeout_ms)
+        return env
+
+    @property
+    def broker_url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.amqp_port}//"
+
+    @property
+    def pg_dsn(self) -> str:
+        return f"postgresql://asyncworker:asyncworker@127.0.0.1:{self.pg_port}/asyncworker"
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://127.0.0.1:{self.redis_port}/0"
+
+    def run(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        """``services.sh ARGS`` for this set (raises if it fails)."""
+        return subprocess.run(["bash", str(SCRIPT), *args], env=self.env, check=True,
+                              capture_output=True, text=True, timeout=timeout)
+
+    def start(self) -> None:
+        """Start all three and wait until they answer."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.run("start")
+
+    def stop(self) -> None:
+        """Stop all three (their state stays in ``state_dir``)."""
+        self.run("stop")
+
+    def rabbitmqctl(self, *args: str) -> str:
+        """Run ``rabbitmqctl ARGS`` against this set's node; its output."""
+        return self.run("rabbitmqctl", *args).stdout
