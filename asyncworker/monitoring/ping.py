@@ -17,11 +17,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import sys
 import time
 import urllib.error
 import urllib.request
 import uuid
+from typing import Any
 
 from ..exceptions import ImproperlyConfigured
 from ..plugins import CliCommand
@@ -89,6 +91,20 @@ def http_ping(host: str, port: int, timeout: float) -> tuple[bool, str]:
         return False, f"{url}: {exc}"
 
 
+def ping_request(nodename: str, ticket: str, reply_key: str,
+                 timeout: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The body and headers of a mailbox ``ping`` to ``nodename``.
+
+    ``expires`` is a whole second, rounded up: the AMQP client encodes a float
+    header as a 32-bit float, which rounds a Unix time by up to a minute, often
+    into the past, and the worker then drops the ping as expired.
+    """
+    body = {"method": "ping", "arguments": {}, "destination": [nodename],
+            "pattern": None, "matcher": None, "ticket": ticket,
+            "reply_to": {"exchange": REPLY_EXCHANGE, "routing_key": reply_key}}
+    return body, {"clock": 1, "expires": math.ceil(time.time() + timeout)}
+
+
 async def mailbox_ping(broker_url: str, nodename: str, timeout: float) -> tuple[bool, str]:
     """One remote-control ``ping`` to ``nodename``, as ``celery inspect ping -d`` sends it."""
     import aio_pika
@@ -108,12 +124,10 @@ async def mailbox_ping(broker_url: str, nodename: str, timeout: float) -> tuple[
                                             auto_delete=True)
         await queue.bind(replies, routing_key=queue.name)
         mailbox = await channel.declare_exchange("celery.pidbox", "fanout", durable=False)
-        body = {"method": "ping", "arguments": {}, "destination": [nodename],
-                "pattern": None, "matcher": None, "ticket": ticket,
-                "reply_to": {"exchange": REPLY_EXCHANGE, "routing_key": queue.name}}
+        body, headers = ping_request(nodename, ticket, queue.name, timeout)
         await mailbox.publish(aio_pika.Message(
             json.dumps(body).encode(), content_type="application/json",
-            content_encoding="utf-8", headers={"clock": 1, "expires": time.time() + timeout},
+            content_encoding="utf-8", headers=headers,
             delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT), routing_key="")
         async with queue.iterator(no_ack=True) as messages:
             try:

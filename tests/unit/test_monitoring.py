@@ -138,3 +138,16 @@ async def test_healthz_reports_a_stale_heartbeat_and_readyz_asks_the_owner() -> 
     finally:
         await heartbeat.stop()
         server._httpd.server_close()
+
+
+def test_mailbox_ping_expires_survives_the_amqp_encoding() -> None:
+    from pamqp import decode, encode
+
+    from asyncworker.monitoring.ping import ping_request
+
+    body, headers = ping_request("n@h", "t", "reply", 2.0)
+    assert body["destination"] == ["n@h"] and body["reply_to"]["routing_key"] == "reply"
+    # What the worker reads after the header table went over the wire.
+    _, table = decode.field_table(encode.field_table(headers))
+    assert isinstance(headers["expires"], int)  # a float goes out as 32 bits
+    assert table["expires"] >= time.time() + 1.0
