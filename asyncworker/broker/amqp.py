@@ -32,6 +32,7 @@ from aiormq import spec
 
 from ..logging import get_logger, redact_url
 from ..protocol import MessageTemplate, OutgoingMessage
+from . import frames
 from .base import Broker, Delivery, DeliveryHandler
 from .topology import ExchangeSpec, QueueSpec
 
@@ -47,9 +48,10 @@ def properties(message: OutgoingMessage) -> spec.Basic.Properties:
     """The AMQP properties of ``message``: persistent, priority 0 when unset.
 
     The message id is the task id: a message the broker returns (unroutable)
-    is matched to its publish by it.
+    is matched to its publish by it. Headers always encode (floats as doubles,
+    bytes as byte arrays: ``frames.SafeProperties``).
     """
-    return spec.Basic.Properties(
+    return frames.SafeProperties(
         content_type=message.content_type,
         content_encoding=message.content_encoding,
         headers=message.headers,
@@ -138,6 +140,11 @@ class AmqpDelivery(Delivery):
     @property
     def redelivered(self) -> bool:  # type: ignore[override]
         return bool(self.message.redelivered)
+
+    @property
+    def delivery_tag(self) -> int | None:
+        """The channel's delivery tag (for logs about this message)."""
+        return self.message.delivery_tag
 
     async def _settle(self, ack: bool, requeue: bool) -> bool:
         try:
@@ -326,6 +333,8 @@ class AmqpBroker(Broker):
         self._lock = asyncio.Lock()
         self.qos = Qos(self)
         self._acks: dict[int, AckBatch] = {}
+        # A message whose properties do not decode must not drop the connection.
+        frames.install()
 
     async def connect(self, retry: bool = True) -> None:
         """Connect, retrying with backoff while the broker is unreachable."""
