@@ -15,6 +15,7 @@ refuse global QoS; there the window stays per consumer.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -192,7 +193,7 @@ class AckBatch:
     channel dies first, the broker redelivers, as for any unacked message.
     """
 
-    __slots__ = ("_timer", "channel", "floor", "pending", "waited")
+    __slots__ = ("_sender", "_timer", "channel", "floor", "outbox", "pending", "waited")
 
     def __init__(self, channel: Any) -> None:
         self.channel = channel
@@ -202,6 +203,9 @@ class AckBatch:
         self.pending: dict[int, bool] = {}
         #: Acks that already waited one flush behind an unsettled tag.
         self.waited: set[int] = set()
+        #: (tag, multiple) frames not yet handed to the channel, in send order.
+        self.outbox: collections.deque[tuple[int, bool]] = collections.deque()
+        self._sender: asyncio.Future[None] | None = None
         self._timer: asyncio.Handle | None = None
 
     def ack(self, tag: int) -> None:
@@ -248,13 +252,21 @@ class AckBatch:
     def _send(self, tag: int, multiple: bool) -> None:
         if self.channel.is_closed:
             return  # the broker requeued everything unacked on it
-        task = asyncio.ensure_future(self.channel.basic_ack(tag, multiple=multiple))
-        task.add_done_callback(_ack_sent)
+        # One sender per channel, in order: aiormq's write queue is bounded, and a
+        # frame whose put waits for room can be overtaken by a later put. A lone
+        # ack overtaken by the multiple ack that covers it names a tag the broker
+        # no longer holds, and the broker closes the channel.
+        self.outbox.append((tag, multiple))
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.ensure_future(self._send_in_order())
 
-
-def _ack_sent(task: asyncio.Future[Any]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("could not send ack; the broker will redeliver", error=repr(task.exception()))
+    async def _send_in_order(self) -> None:
+        while self.outbox:
+            tag, multiple = self.outbox.popleft()
+            try:
+                await self.channel.basic_ack(tag, multiple=multiple, wait=False)
+            except Exception as exc:
+                log.warning("could not send ack; the broker will redeliver", error=repr(exc))
 
 
 class Qos:
