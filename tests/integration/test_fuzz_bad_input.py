@@ -280,7 +280,7 @@ def test_fuzzed_bad_input_is_all_accounted_for(start_worker: Any, pg: Any) -> No
     bad = {m for m, k in kinds.items() if k != "valid"}
     valid = {m for m, k in kinds.items() if k == "valid"}
 
-    worker = start_worker("-Q", queue, "-c", "50")
+    worker = start_worker("-Q", queue, "-c", "50", "-n", f"{run}@fuzz")
     publisher = RawPublisher(BROKER_URL)
     started = time.monotonic()
     for i, (_, (_, body, props)) in enumerate(cases):
@@ -328,8 +328,10 @@ def test_fuzzed_bad_input_is_all_accounted_for(start_worker: Any, pg: Any) -> No
     assert len(logged) == len(undecodable)
     assert all(isinstance(line.get("delivery_tag"), int) for line in logged)
     assert {m for m, h in letters.items() if h.get(UNDECODABLE)} == undecodable
-    # One connection, never a reconnect.
+    # One connection, never a reconnect; no channel lost either (acks all went through).
     assert len(worker.events("connected to broker")) == 1
+    assert not worker.events("could not send ack; the broker will redeliver")
+    assert not worker.events("could not settle message; the broker will redeliver it")
     assert not worker.events("reconnected to broker; unacked messages will be redelivered")
     assert worker.proc.poll() is None
 

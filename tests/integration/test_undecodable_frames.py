@@ -76,7 +76,7 @@ def _one_connection(worker: Any) -> None:
 
 def test_undecodable_and_unencodable_messages_are_dead_lettered_without_reconnects(
         start_worker: Any, queue_name: str, pg: Any, amqp_channel: Any) -> None:
-    worker = start_worker("-Q", queue_name, "-c", "4")
+    worker = start_worker("-Q", queue_name, "-n", f"{queue_name}@raw", "-c", "4")
     tid = f"raw-{uuid.uuid4().hex[:8]}"
     bad = _undecodable(tid)
     # Decodable, but the copy could not be published before: non-UTF-8 bytes in a
@@ -122,7 +122,7 @@ def test_broker_dead_letter_exchange_gets_the_undecodable_original(
         start_worker: Any, queue_name: str, pg: Any, amqp_channel: Any) -> None:
     dlq = f"{queue_name}.dlq"
     amqp_channel.queue_declare(dlq, durable=True, auto_delete=False)
-    worker = start_worker("-Q", queue_name, "-c", "4", task_queues={
+    worker = start_worker("-Q", queue_name, "-n", f"{queue_name}@raw", "-c", "4", task_queues={
         queue_name: {"exchange": queue_name, "routing_key": queue_name, "queue_arguments": {
             "x-dead-letter-exchange": "", "x-dead-letter-routing-key": dlq}}})
     tid = f"raw-{uuid.uuid4().hex[:8]}"
@@ -148,7 +148,8 @@ def test_nan_sleep_fails_its_task_only_and_json_nan_needs_the_setting(
         start_worker: Any, queue_name: str, pg: Any) -> None:
     """A NaN argument is refused by default; allowed, it reaches asyncio.sleep in the
     task, which fails alone instead of stalling every timer of the worker."""
-    worker = start_worker("-Q", queue_name, "-c", "4", task_json_allow_nan="true")
+    worker = start_worker("-Q", queue_name, "-n", f"{queue_name}@raw", "-c", "4",
+                          task_json_allow_nan="true")
     tid = f"nan-{uuid.uuid4().hex[:8]}"
     ok = Props(content_type="application/json", content_encoding="utf-8")
     nan_body = b"[[NaN], {}, {}]"
@@ -162,7 +163,8 @@ def test_nan_sleep_fails_its_task_only_and_json_nan_needs_the_setting(
     assert rows[tid + "-after"]["status"] == "SUCCESS"  # timers still fire
     worker.stop()
 
-    strict = start_worker("-Q", queue_name, "-c", "4")  # the default: refused
+    # The default: refused.
+    strict = start_worker("-Q", queue_name, "-n", f"{queue_name}@raw", "-c", "4")
     _publish(queue_name, [(nan_body, Props(**vars(ok) | {
         "headers": _headers(tid + "-strict", task="compat.sleep")}))])
     [letter] = wait_for(lambda: listed(queue_name), 30, what="dead letter")
