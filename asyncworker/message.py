@@ -22,6 +22,7 @@ values only; bytes, content types and AMQP properties are the protocol's.
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import uuid
@@ -102,21 +103,33 @@ def required_text(source: Mapping[str, Any], key: str) -> str:
     return value
 
 
+def finite(value: Any, what: str, error: type[Exception] = InvalidTaskError) -> float:
+    """``value`` as a finite float, or ``error``: NaN and infinities are refused
+    in every numeric field (a NaN reaching a timer corrupts the event loop)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise error(f"invalid {what} {value!r}: not a number")
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise error(f"invalid {what} {value!r}: not a finite number")
+    return number
+
+
 def _int(value: Any, what: str, default: int | None) -> int | None:
     if value is None:
         return default
+    if isinstance(value, float):
+        finite(value, what)
     try:
         return int(value)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise InvalidTaskError(f"invalid {what} {value!r}") from exc
 
 
 def _optional_number(value: Any, what: str) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidTaskError(f"invalid {what} {value!r}")
-    return float(value)
+    return None if value is None else finite(value, what)
 
 
 # Decoders: (received value, field name, task id) -> field value. Each is
@@ -130,8 +143,15 @@ def _index(value: Any, name: str, task_id: str) -> int | None:
     return value if value.__class__ is int else _int(value, name, None)
 
 
+_INT32 = 2**31
+
+
 def _count(value: Any, name: str, task_id: str) -> int:
-    return value if value.__class__ is int else _int(value, name, 0) or 0
+    count = value if value.__class__ is int else _int(value, name, 0) or 0
+    if not -_INT32 <= count < _INT32:
+        # Result stores keep it in a 32-bit column: refuse before the task runs.
+        raise InvalidTaskError(f"invalid {name} {value!r}: out of range")
+    return count
 
 
 def _timelimit(value: Any, name: str, task_id: str) -> tuple[float | None, float | None]:
@@ -158,7 +178,7 @@ def _isoformat(value: datetime | None) -> str | None:
 def _moment(value: Any, name: str) -> datetime | None:
     """A datetime, ISO text (a signature sent as JSON) or, Celery-style, seconds from now."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return datetime.now(UTC) + timedelta(seconds=value)
+        return datetime.now(UTC) + timedelta(seconds=finite(value, name, ValueError))
     if isinstance(value, str):
         return parse_time(value, name)
     moment: datetime | None = value
@@ -300,10 +320,15 @@ class TaskMessage:
                 values[key] = value if coerce is None else coerce(value, key)
         countdown = options.get("countdown")
         if countdown is not None:
-            values["eta"] = datetime.now(UTC) + timedelta(seconds=float(countdown))
+            if isinstance(countdown, str):
+                countdown = float(countdown)
+            values["eta"] = datetime.now(UTC) + timedelta(
+                seconds=finite(countdown, "countdown", ValueError))
         hard, soft = options.get("time_limit"), options.get("soft_time_limit")
         if hard is not None or soft is not None:
-            values["timelimit"] = (hard, soft)
+            values["timelimit"] = (
+                None if hard is None else finite(hard, "time_limit", ValueError),
+                None if soft is None else finite(soft, "soft_time_limit", ValueError))
         task_id = options.get("task_id") or new_id()
         return cls(task_id, name, list(args), dict(kwargs or {}), **values)
 

@@ -139,12 +139,18 @@ def decode(
     reply_to: str | None = None,
     correlation_id: str | None = None,
     priority: int | None = None,
+    allow_nan: bool = False,
 ) -> TaskMessage:
-    """Decode one task message; raise ``ContentDisallowed`` or ``InvalidTaskError``."""
+    """Decode one task message; raise ``ContentDisallowed`` or ``InvalidTaskError``.
+
+    JSON's NaN and Infinity are refused unless ``allow_nan`` (the
+    ``task_json_allow_nan`` setting).
+    """
     hdrs = dict(headers or {})
     compression = text(hdrs.get("compression"))
     try:
-        payload = serialization.loads(body, content_type, content_encoding, accept, compression)
+        payload = serialization.loads(body, content_type, content_encoding, accept, compression,
+                                      allow_nan=allow_nan)
     except ContentDisallowed:
         raise
     except Exception as exc:

@@ -107,13 +107,21 @@ def json_dumps(value: Any) -> str:
     return _encoder.encode(value)
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON (refused; see task_json_allow_nan)")
+
+
 # One decoder for every message: json.loads with a hook builds a new one per call.
 _decoder = json.JSONDecoder(object_hook=_object_hook)
+# Task messages: NaN and Infinity are not JSON (Python accepts them), and a NaN
+# that reaches a timer corrupts the event loop's heap.
+_strict_decoder = json.JSONDecoder(object_hook=_object_hook, parse_constant=_refuse_constant)
 
 
-def json_loads(data: str | bytes) -> Any:
-    """Decode kombu JSON, unwrapping its type markers."""
-    return _decoder.decode(data if isinstance(data, str) else data.decode("utf-8"))
+def json_loads(data: str | bytes, allow_nan: bool = True) -> Any:
+    """Decode kombu JSON, unwrapping its type markers (NaN/Infinity refused unless allowed)."""
+    decoder = _decoder if allow_nan else _strict_decoder
+    return decoder.decode(data if isinstance(data, str) else data.decode("utf-8"))
 
 
 def dumps(value: Any, content_type: str = JSON) -> bytes:
@@ -131,8 +139,12 @@ def loads(
     content_encoding: str | None,
     accept: frozenset[str],
     compression: str | None = None,
+    allow_nan: bool = True,
 ) -> Any:
-    """Decode a message body, refusing content types not in ``accept``."""
+    """Decode a message body, refusing content types not in ``accept``.
+
+    ``allow_nan=False`` refuses JSON's NaN, Infinity and -Infinity.
+    """
     ctype = content_type_of(content_type or JSON)
     if ctype not in accept:
         raise ContentDisallowed(f"content type {ctype!r} is not in accept_content")
@@ -142,7 +154,7 @@ def loads(
             raise ContentDisallowed(f"unsupported compression {compression!r}")
         body = decompress(body)
     if ctype == JSON:
-        return json_loads(body.decode(content_encoding or "utf-8"))
+        return json_loads(body.decode(content_encoding or "utf-8"), allow_nan)
     if ctype == PICKLE:
         return pickle.loads(body)
     raise ContentDisallowed(f"content type {ctype!r} is accepted but not supported")

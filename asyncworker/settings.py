@@ -123,6 +123,8 @@ class Settings:
     task_dead_letter: bool = True
     task_dead_letter_suffix: str = ".dlq"
     task_dead_letter_on_failure: bool = False
+    #: Accept NaN and Infinity in JSON task messages (not JSON; refused by default).
+    task_json_allow_nan: bool = False
 
     # Worker.
     imports: list[str] = field(default_factory=list)

@@ -15,6 +15,7 @@ refuse global QoS; there the window stays per consumer.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -32,6 +33,7 @@ from aiormq import spec
 
 from ..logging import get_logger, redact_url
 from ..protocol import MessageTemplate, OutgoingMessage
+from . import frames
 from .base import Broker, Delivery, DeliveryHandler
 from .topology import ExchangeSpec, QueueSpec
 
@@ -47,9 +49,10 @@ def properties(message: OutgoingMessage) -> spec.Basic.Properties:
     """The AMQP properties of ``message``: persistent, priority 0 when unset.
 
     The message id is the task id: a message the broker returns (unroutable)
-    is matched to its publish by it.
+    is matched to its publish by it. Headers always encode (floats as doubles,
+    bytes as byte arrays: ``frames.SafeProperties``).
     """
-    return spec.Basic.Properties(
+    return frames.SafeProperties(
         content_type=message.content_type,
         content_encoding=message.content_encoding,
         headers=message.headers,
@@ -139,6 +142,11 @@ class AmqpDelivery(Delivery):
     def redelivered(self) -> bool:  # type: ignore[override]
         return bool(self.message.redelivered)
 
+    @property
+    def delivery_tag(self) -> int | None:
+        """The channel's delivery tag (for logs about this message)."""
+        return self.message.delivery_tag
+
     async def _settle(self, ack: bool, requeue: bool) -> bool:
         try:
             tag = self.message.delivery_tag
@@ -185,7 +193,7 @@ class AckBatch:
     channel dies first, the broker redelivers, as for any unacked message.
     """
 
-    __slots__ = ("_timer", "channel", "floor", "pending", "waited")
+    __slots__ = ("_sender", "_timer", "channel", "floor", "outbox", "pending", "waited")
 
     def __init__(self, channel: Any) -> None:
         self.channel = channel
@@ -195,6 +203,9 @@ class AckBatch:
         self.pending: dict[int, bool] = {}
         #: Acks that already waited one flush behind an unsettled tag.
         self.waited: set[int] = set()
+        #: (tag, multiple) frames not yet handed to the channel, in send order.
+        self.outbox: collections.deque[tuple[int, bool]] = collections.deque()
+        self._sender: asyncio.Future[None] | None = None
         self._timer: asyncio.Handle | None = None
 
     def ack(self, tag: int) -> None:
@@ -241,13 +252,21 @@ class AckBatch:
     def _send(self, tag: int, multiple: bool) -> None:
         if self.channel.is_closed:
             return  # the broker requeued everything unacked on it
-        task = asyncio.ensure_future(self.channel.basic_ack(tag, multiple=multiple))
-        task.add_done_callback(_ack_sent)
+        # One sender per channel, in order: aiormq's write queue is bounded, and a
+        # frame whose put waits for room can be overtaken by a later put. A lone
+        # ack overtaken by the multiple ack that covers it names a tag the broker
+        # no longer holds, and the broker closes the channel.
+        self.outbox.append((tag, multiple))
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.ensure_future(self._send_in_order())
 
-
-def _ack_sent(task: asyncio.Future[Any]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("could not send ack; the broker will redeliver", error=repr(task.exception()))
+    async def _send_in_order(self) -> None:
+        while self.outbox:
+            tag, multiple = self.outbox.popleft()
+            try:
+                await self.channel.basic_ack(tag, multiple=multiple, wait=False)
+            except Exception as exc:
+                log.warning("could not send ack; the broker will redeliver", error=repr(exc))
 
 
 class Qos:
@@ -326,6 +345,8 @@ class AmqpBroker(Broker):
         self._lock = asyncio.Lock()
         self.qos = Qos(self)
         self._acks: dict[int, AckBatch] = {}
+        # A message whose properties do not decode must not drop the connection.
+        frames.install()
 
     async def connect(self, retry: bool = True) -> None:
         """Connect, retrying with backoff while the broker is unreachable."""

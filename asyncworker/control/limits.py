@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..exceptions import ImproperlyConfigured
 from ..logging import get_logger
+from ..message import finite
 from ..plugins import ControlCommand
 from .policy import require_destructive
 
@@ -22,7 +23,10 @@ log = get_logger("control")
 
 
 def _seconds(value: Any) -> float | None:
-    return None if value is None or value == "" else float(value)
+    """Seconds, or None for no limit; NaN and infinities are refused (ValueError)."""
+    if value is None or value == "":
+        return None
+    return finite(float(value), "time limit", ValueError)
 
 
 async def rate_limit(worker: Worker, task_name: str = "", rate_limit: Any = None,
@@ -50,7 +54,10 @@ async def time_limit(worker: Worker, task_name: str = "", hard: Any = None, soft
     if task_name not in worker.app.tasks:
         log.error("time limit for an unknown task", task=task_name)
         return {"error": "unknown task"}
-    worker.limits.set_time_limits(task_name, soft=_seconds(soft), hard=_seconds(hard))
+    try:
+        worker.limits.set_time_limits(task_name, soft=_seconds(soft), hard=_seconds(hard))
+    except ValueError as exc:
+        return {"error": f"invalid time limit: {exc}"}
     log.info("time limits changed", task=task_name, soft=soft, hard=hard)
     return {"ok": "time limits set successfully"}
 

@@ -16,6 +16,7 @@ import time
 from .. import protocol, serialization
 from ..app import App
 from ..broker.base import Broker, Delivery
+from ..broker.frames import undecodable_reason
 from ..broker.topology import QueueSpec
 from ..exceptions import ContentDisallowed, InvalidTaskError, NotRegistered
 from ..hooks import WorkerHooks
@@ -132,11 +133,19 @@ class Consumer:
     def _receive(self, job: Job) -> bool:
         """Decode and look the task up; False (with ``job.outcome`` set) when refused."""
         delivery = job.delivery
+        undecodable = undecodable_reason(delivery.headers)
+        if undecodable is not None:
+            # Its properties did not decode (broker/frames.py): nothing to run.
+            log.error("message with undecodable properties rejected", reason=undecodable,
+                      queue=delivery.queue, delivery_tag=getattr(delivery, "delivery_tag", None))
+            job.outcome = Outcome(REJECTED, reason=undecodable)
+            return False
         try:
             message = protocol.decode(
                 delivery.body, delivery.headers, delivery.content_type,
                 delivery.content_encoding, self.accept, reply_to=delivery.reply_to,
-                correlation_id=delivery.correlation_id, priority=delivery.priority)
+                correlation_id=delivery.correlation_id, priority=delivery.priority,
+                allow_nan=self.settings.task_json_allow_nan)
         except (ContentDisallowed, InvalidTaskError) as exc:
             job.outcome = Outcome(REJECTED, exc=exc, reason=f"{type(exc).__name__}: {exc}")
             return False

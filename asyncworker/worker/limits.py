@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -53,6 +54,9 @@ def parse_rate(value: str | float | int | None) -> float | None:
             rate = float(count) / _UNITS[unit.strip() or "s"]
         except (KeyError, ValueError) as exc:
             raise ImproperlyConfigured(f"invalid rate limit {value!r}") from exc
+    if math.isnan(rate) or math.isinf(rate):
+        # NaN would reach a timer (and corrupt the event loop); inf means nothing.
+        raise ImproperlyConfigured(f"invalid rate limit {value!r}: not a finite number")
     return rate if rate > 0 else None
 
 

@@ -44,6 +44,7 @@ from .execution.body import Body
 from .execution.request import CurrentRequest
 from .execution.timelimit import TimeLimit
 from .executor import Executor
+from .guards import guard_timers
 from .limits import Limits
 from .middleware import Middleware, compose
 from .outcomes import OutcomeStep
@@ -181,6 +182,7 @@ class Worker:
                         "code in every client that reads it")
         if self._install_signals:
             self._signals()
+        guard_timers(asyncio.get_running_loop())  # a task's sleep(nan) must not stall us
         if self.backend is not None:
             await self.backend.setup()
         await self.broker.connect()

@@ -19,7 +19,7 @@ class FakeChannel:
         start = max(self.outstanding | {f[0] for f in self.frames} | {0}) + 1
         self.outstanding |= set(range(start, start + count))
 
-    async def basic_ack(self, tag: int, multiple: bool = False) -> None:
+    async def basic_ack(self, tag: int, multiple: bool = False, wait: bool = True) -> None:
         # RabbitMQ closes the channel (PRECONDITION_FAILED) on an unknown tag.
         assert tag in self.outstanding, f"unknown delivery tag {tag}"
         self.frames.append((tag, multiple))
@@ -87,3 +87,38 @@ async def test_a_closed_channel_gets_no_frames() -> None:
     batch.ack(2)
     await _flushed(channel, batch)
     assert channel.frames == []
+
+
+class FullWriteQueueChannel(FakeChannel):
+    """The first frame's put waits for room (aiormq's bounded write queue is full);
+    a later put, finding room, would go first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.room = asyncio.Event()
+        self.calls = 0
+
+    async def basic_ack(self, tag: int, multiple: bool = False, wait: bool = True) -> None:
+        self.calls += 1
+        if self.calls == 1:
+            await self.room.wait()
+        await super().basic_ack(tag, multiple, wait)
+
+
+async def test_a_lone_ack_waiting_for_the_write_queue_is_not_overtaken() -> None:
+    channel = FullWriteQueueChannel()
+    channel.deliver(3)
+    batch = AckBatch(channel)
+    batch.ack(2)  # behind unsettled 1: sent alone, and its put waits
+    for _ in range(20):
+        await asyncio.sleep(0.003)
+        if channel.calls:
+            break
+    batch.ack(1)
+    batch.ack(3)  # now 1..3 are settled: one multiple ack of 3
+    await asyncio.sleep(0.01)
+    channel.room.set()
+    await _flushed(channel, batch)
+    await asyncio.sleep(0.01)
+    assert channel.frames == [(2, False), (3, True)]
+    assert not channel.outstanding
