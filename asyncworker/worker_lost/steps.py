@@ -1,0 +1,104 @@
+"""The per-worker parts of worker-lost detection (see ``plugin``): the start
+marker, its release, and the lease service."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING
+
+from ..logging import get_logger
+from ..services import Service
+from ..worker.job import CANCELLED, REJECTED, Job
+from ..worker.middleware import CallNext
+from ..worker.outcomes import OutcomeStep
+from .gate import Runs
+from .settings import WorkerLostSettings
+from .store import LostStore
+
+if TYPE_CHECKING:
+    from ..worker.worker import Worker
+
+log = get_logger("worker_lost")
+#: How often (in lease refreshes) old markers and leases are swept.
+SWEEP_EVERY = 300
+
+
+class MarkStarted:
+    """Execution middleware: record that this process runs the late-ack task."""
+
+    def __init__(self, store: LostStore, me: str, runs: Runs, marked: set[Job]) -> None:
+        self.store, self.me, self.runs, self.marked = store, me, runs, marked
+
+    async def __call__(self, job: Job, call_next: CallNext) -> None:
+        task = job.task
+        if task is not None and job.id is not None and task.option("acks_late"):
+            deaths, isolated = self.runs.pop(job)
+            try:
+                await self.store.start(job.id, self.me, deaths, isolated)
+                self.marked.add(job)
+            except Exception as exc:
+                log.warning("could not record the task's start", task_id=job.id,
+                            error=repr(exc))
+        await call_next(job)
+
+
+class ReleaseMarker(OutcomeStep):
+    """Release the marker once the job has an outcome."""
+
+    def __init__(self, store: LostStore, me: str, runs: Runs, marked: set[Job]) -> None:
+        self.store, self.me, self.runs, self.marked = store, me, runs, marked
+
+    async def after_store(self, job: Job) -> None:
+        self.runs.pop(job)  # refused after the gate: nothing to remember
+        if job not in self.marked:
+            return
+        self.marked.discard(job)
+        outcome = job.outcome
+        given_back = outcome is not None and (
+            outcome.kind == CANCELLED or (outcome.kind == REJECTED and outcome.requeue))
+        assert job.id is not None
+        try:
+            await self.store.release(job.id, self.me, wait=given_back)
+        except Exception as exc:
+            log.warning("could not release the task's start marker", task_id=job.id,
+                        error=repr(exc))
+
+
+class Lease(Service):
+    """Set up the store and keep this process's lease fresh."""
+
+    name = "worker_lost"
+    order = 15  # after the mailbox, before anything that reports
+
+    def __init__(self, store: LostStore, me: str, settings: WorkerLostSettings) -> None:
+        self.store, self.me, self.settings = store, me, settings
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, worker: Worker) -> None:
+        await self.store.setup()
+        await self.store.refresh(self.me, self.settings.lease_ttl)
+        self._task = asyncio.create_task(self._run(), name="worker-lost lease")
+
+    async def _run(self) -> None:
+        beats = 0
+        while True:
+            await asyncio.sleep(self.settings.worker_lost_heartbeat)
+            beats += 1
+            try:
+                await self.store.refresh(self.me, self.settings.lease_ttl)
+                if beats % SWEEP_EVERY == 0:
+                    await self.store.sweep()
+            except Exception as exc:
+                log.warning("could not refresh the worker lease", error=repr(exc))
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        try:
+            await self.store.drop_lease(self.me)
+        except Exception as exc:
+            log.warning("could not drop the worker lease", error=repr(exc))
+        await self.store.close()
