@@ -41,7 +41,7 @@ from ..hooks import WorkerHooks
 from ..logging import get_logger
 from ..worker.job import FAILURE, REJECTED, Job, Outcome
 from ..worker.middleware import CallNext
-from .liveness import Liveness
+from .liveness import Liveness, worker_of
 from .store import LostStore, Marker
 
 log = get_logger("worker_lost")
@@ -118,7 +118,7 @@ class WorkerLost:
             return 0, False, False  # never started anywhere we know of
         if marker.owner is None:
             return marker.deaths, False, True  # a recorded suspect, not yet run again
-        if not await self.liveness.dead(marker.owner):
+        if not await self.liveness.dead(worker_of(marker.owner)):
             return marker.deaths, False, False  # its worker lives: a broker link drop
         deaths = marker.deaths + 1
         # Recorded before anything else: dying again before it runs adds no death.

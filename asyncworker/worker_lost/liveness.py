@@ -41,6 +41,18 @@ def new_token(nodename: str) -> str:
     return f"{nodename}|{pid_namespace()}|{os.getpid()}|{uuid.uuid4().hex[:12]}"
 
 
+def run_owner(me: str, run: int) -> str:
+    """The owner written for one run: this process's token and the run's number,
+    so that releasing one run never clears a later run of the same task id (a
+    retry)."""
+    return f"{me}#{run}"
+
+
+def worker_of(owner: str) -> str:
+    """The process token in a marker's owner."""
+    return owner.partition("#")[0]
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

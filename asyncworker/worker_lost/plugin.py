@@ -50,7 +50,7 @@ class _Parts:
     store: LostStore
     me: str
     runs: Runs
-    marked: set[Job]
+    marked: dict[Job, str]
     settings: WorkerLostSettings
 
 
@@ -77,7 +77,7 @@ class WorkerLostPlugin(Plugin):
         from .gate import Runs
 
         parts = _Parts(
-            store, new_token(worker.settings.worker_nodename), Runs(), set(), s)
+            store, new_token(worker.settings.worker_nodename), Runs(), {}, s)
         self._parts[worker] = parts
         return parts
 
@@ -106,7 +106,7 @@ class WorkerLostPlugin(Plugin):
             return ()
         from .steps import ReleaseMarker
 
-        return [ReleaseMarker(parts.store, parts.me, parts.runs, parts.marked)]
+        return [ReleaseMarker(parts.store, parts.runs, parts.marked)]
 
     def services(self, worker: Worker) -> Iterable[Service]:
         parts = self.parts(worker)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from typing import TYPE_CHECKING
 
 from ..logging import get_logger
@@ -13,6 +14,7 @@ from ..worker.job import CANCELLED, REJECTED, Job
 from ..worker.middleware import CallNext
 from ..worker.outcomes import OutcomeStep
 from .gate import Runs
+from .liveness import run_owner
 from .settings import WorkerLostSettings
 from .store import LostStore
 
@@ -27,16 +29,18 @@ SWEEP_EVERY = 300
 class MarkStarted:
     """Execution middleware: record that this process runs the late-ack task."""
 
-    def __init__(self, store: LostStore, me: str, runs: Runs, marked: set[Job]) -> None:
+    def __init__(self, store: LostStore, me: str, runs: Runs, marked: dict[Job, str]) -> None:
         self.store, self.me, self.runs, self.marked = store, me, runs, marked
+        self._runs = itertools.count(1)
 
     async def __call__(self, job: Job, call_next: CallNext) -> None:
         task = job.task
         if task is not None and job.id is not None and task.option("acks_late"):
             deaths, isolated = self.runs.pop(job)
             try:
-                await self.store.start(job.id, self.me, deaths, isolated)
-                self.marked.add(job)
+                owner = run_owner(self.me, next(self._runs))
+                await self.store.start(job.id, owner, deaths, isolated)
+                self.marked[job] = owner
             except Exception as exc:
                 log.warning("could not record the task's start", task_id=job.id,
                             error=repr(exc))
@@ -46,20 +50,20 @@ class MarkStarted:
 class ReleaseMarker(OutcomeStep):
     """Release the marker once the job has an outcome."""
 
-    def __init__(self, store: LostStore, me: str, runs: Runs, marked: set[Job]) -> None:
-        self.store, self.me, self.runs, self.marked = store, me, runs, marked
+    def __init__(self, store: LostStore, runs: Runs, marked: dict[Job, str]) -> None:
+        self.store, self.runs, self.marked = store, runs, marked
 
     async def after_store(self, job: Job) -> None:
         self.runs.pop(job)  # refused after the gate: nothing to remember
-        if job not in self.marked:
+        owner = self.marked.pop(job, None)
+        if owner is None:
             return
-        self.marked.discard(job)
         outcome = job.outcome
         given_back = outcome is not None and (
             outcome.kind == CANCELLED or (outcome.kind == REJECTED and outcome.requeue))
         assert job.id is not None
         try:
-            await self.store.release(job.id, self.me, wait=given_back)
+            await self.store.release(job.id, owner, wait=given_back)
         except Exception as exc:
             log.warning("could not release the task's start marker", task_id=job.id,
                         error=repr(exc))

@@ -1,18 +1,19 @@
 """Where start markers and worker leases live: PostgreSQL, Redis or memory.
 
 A *marker* says that a late-ack task is running, or was running, on one
-worker process: ``owner`` (that process's token; None once a death has been
-recorded and nobody runs it), ``deaths`` (how many workers died under it) and
-``isolated`` (it was running as the only suspect of its worker). A *lease* is
-a worker token refreshed every few seconds; one not refreshed for
-``lease_ttl`` seconds belongs to a dead worker.
+worker process: ``owner`` (that process's token and the run's number,
+``<token>#<run>``; None once a death has been recorded and nobody runs it),
+``deaths`` (how many workers died under it) and ``isolated`` (it was running
+as the only suspect of its worker). A *lease* is a worker token refreshed
+every few seconds; one not refreshed for ``lease_ttl`` seconds belongs to a
+dead worker.
 
 The store sits beside the result backend, in the same database: PostgreSQL
 tables ``asyncworker_started`` and ``asyncworker_leases``, or Redis keys
 ``asyncworker-started-<task id>`` and ``asyncworker-lease-<token>`` (which
 expire by themselves). Starting and releasing markers are the only writes on
 the hot path; they go through a ``BatchWriter``, so under load one round trip
-serves many tasks, and a release is never waited for.
+serves many tasks, and a release is waited for only before a requeue.
 """
 
 from __future__ import annotations

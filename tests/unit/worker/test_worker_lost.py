@@ -277,9 +277,9 @@ async def test_markers_are_written_at_start_and_released_after() -> None:
     @app.task(name="m.work", acks_late=True)
     async def work() -> None:
         return None
-    runs, marked = Runs(), set[Job]()
+    runs, marked = Runs(), dict[Job, str]()
     start = MarkStarted(store, ME, runs, marked)
-    release = ReleaseMarker(store, ME, runs, marked)
+    release = ReleaseMarker(store, runs, marked)
     job = await make_job(app, "m.work")
     assert job.id is not None
     runs.set(job, 2, True)
@@ -289,15 +289,39 @@ async def test_markers_are_written_at_start_and_released_after() -> None:
         assert job.id is not None
         seen.append(await store.get(job.id))
     await start(job, body)
-    assert seen == [Marker(ME, 2, True)]
+    assert seen == [Marker(f"{ME}#1", 2, True)]
     job.outcome = Outcome(SUCCESS)
     await release.after_store(job)
     await until(lambda: not store.markers)  # released in the background
-    # Another owner's marker for the same id is never released by us.
-    store.markers[job.id] = Marker(OTHER, 0, False)
-    await store.release(job.id, ME, wait=True)
-    assert store.markers[job.id].owner == OTHER
     await store.close()
+
+
+async def test_a_runs_release_never_clears_a_later_run_of_the_same_task() -> None:
+    """A retry (same task id) may start before the first run's release is written."""
+    store = MemoryLostStore()
+    await store.setup()
+    app = App("unit-lost-retry")
+
+    @app.task(name="m.work", acks_late=True)
+    async def work() -> None:
+        return None
+    runs, marked = Runs(), dict[Job, str]()
+    start, release = MarkStarted(store, ME, runs, marked), ReleaseMarker(store, runs, marked)
+    first = await make_job(app, "m.work", task_id="same")
+    second = await make_job(app, "m.work", task_id="same")
+    retried = asyncio.Event()
+
+    async def body(job: Job) -> None:
+        if job is first:
+            await start(second, lambda _: retried.wait())
+    started = asyncio.create_task(start(first, body))
+    await until(lambda: second in marked)
+    first.outcome = Outcome(SUCCESS)
+    await release.after_store(first)  # written after the retry's start
+    retried.set()
+    await started
+    await store.close()
+    assert store.markers["same"] == Marker(f"{ME}#2", 0, False)
 
 
 async def test_a_requeued_task_releases_its_marker_before_the_message_goes_back() -> None:
@@ -308,7 +332,7 @@ async def test_a_requeued_task_releases_its_marker_before_the_message_goes_back(
     @app.task(name="m.work", acks_late=True)
     async def work() -> None:
         return None
-    runs, marked = Runs(), set[Job]()
+    runs, marked = Runs(), dict[Job, str]()
     job = await make_job(app, "m.work")
     assert job.id is not None
 
@@ -316,7 +340,7 @@ async def test_a_requeued_task_releases_its_marker_before_the_message_goes_back(
         return None
     await MarkStarted(store, ME, runs, marked)(job, body)
     job.outcome = Outcome(CANCELLED)
-    await ReleaseMarker(store, ME, runs, marked).after_store(job)
+    await ReleaseMarker(store, runs, marked).after_store(job)
     assert job.id not in store.markers  # already durable: no background wait
     await store.close()
 
