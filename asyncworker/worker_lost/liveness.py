@@ -7,10 +7,11 @@ container) is a different owner. Two ways to learn that an owner died:
 * on the same host and pid namespace (a supervisor restarting the worker in
   place), at once: its pid is gone, or is our own;
 * anywhere, by its lease: a live worker refreshes it every
-  ``worker_lost_heartbeat`` seconds; a lease that lapses, or is not refreshed
-  within ``lease_ttl`` of looking, belongs to a dead worker. A worker whose
+  ``worker_lost_heartbeat`` seconds; one not refreshed within ``lease_ttl``
+  (plus a heartbeat) of looking belongs to a dead worker. A worker whose
   broker link merely dropped keeps refreshing, so its redelivered messages
-  are not taken for deaths.
+  are not taken for deaths; nor is one that could not reach the database for
+  a while, since a lease that looks lapsed still gets its full period.
 """
 
 from __future__ import annotations
@@ -105,14 +106,15 @@ class Liveness:
         if gone_locally(owner, self.me):
             self._dead.add(owner)
             return True
+        # Dead only after a whole lease period without a refresh: a lease that
+        # looks lapsed may belong to a worker that could not reach the database
+        # for a while and refreshes it as soon as it can.
         first = await self.store.lease(owner, self.ttl)
         deadline = time.monotonic() + self.ttl + self.heartbeat
-        while first is not None and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
             await asyncio.sleep(self.heartbeat / 2)
             beat = await self.store.lease(owner, self.ttl)
-            if beat is None:
-                break
-            if beat != first:
+            if beat is not None and beat != first:
                 return False  # refreshed since we began looking: alive
         self._dead.add(owner)
         return True

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 log = get_logger("worker_lost")
 #: How often (in lease refreshes) old markers and leases are swept.
 SWEEP_EVERY = 300
+#: Seconds a task waits for its start marker to be written before it runs anyway.
+START_WAIT = 2.0
 
 
 class MarkStarted:
@@ -39,11 +41,15 @@ class MarkStarted:
             deaths, isolated = self.runs.pop(job)
             try:
                 owner = run_owner(self.me, next(self._runs))
-                await self.store.start(job.id, owner, deaths, isolated)
                 self.marked[job] = owner
+                # While the database is down the write waits in the writer's
+                # queue; the task does not wait for it past START_WAIT (its
+                # release is queued behind it, so the two land in order).
+                await asyncio.wait_for(asyncio.shield(
+                    self.store.start(job.id, owner, deaths, isolated)), START_WAIT)
             except Exception as exc:
-                log.warning("could not record the task's start", task_id=job.id,
-                            error=repr(exc))
+                log.warning("could not record the task's start in time", task_id=job.id,
+                            error=repr(exc) if str(exc) else type(exc).__name__)
         await call_next(job)
 
 

@@ -238,17 +238,30 @@ async def test_liveness_lapsed_or_never_refreshed_lease_is_dead() -> None:
 
 
 async def test_liveness_judges_an_owner_once_for_all_its_suspects() -> None:
-    store = MemoryLostStore()
-    calls = 0
+    live = Liveness(MemoryLostStore(), ME, heartbeat=0.02, ttl=0.1)
+    judged: list[str] = []
+    judge = live._judge
 
-    async def lease(owner: str, ttl: float) -> float | None:
-        nonlocal calls
-        calls += 1
-        return None
-    store.lease = lease  # type: ignore[method-assign]
-    live = Liveness(store, ME, heartbeat=0.02, ttl=0.1)
+    async def counting(owner: str) -> bool:
+        judged.append(owner)
+        return await judge(owner)
+    live._judge = counting  # type: ignore[method-assign]
     assert await asyncio.gather(*(live.dead(OTHER) for _ in range(5))) == [True] * 5
-    assert await live.dead(OTHER) and calls == 1
+    assert await live.dead(OTHER) and judged == [OTHER]
+
+
+async def test_a_lapsed_lease_refreshed_while_judging_is_alive() -> None:
+    """A worker cut off from the database refreshes its lease once it is back."""
+    store = MemoryLostStore()
+    live = Liveness(store, ME, heartbeat=0.02, ttl=0.1)
+    store.leases[OTHER] = 0.0  # lapsed long ago
+
+    async def comes_back() -> None:
+        await asyncio.sleep(0.03)
+        await store.refresh(OTHER, 0.1)
+    back = asyncio.create_task(comes_back())
+    assert not await live.dead(OTHER)
+    await back
 
 
 def test_same_namespace_owner_whose_pid_is_gone_or_ours_is_dead_at_once() -> None:
@@ -351,3 +364,24 @@ def test_settings_defaults() -> None:
     assert s.lease_ttl == s.worker_lost_heartbeat * s.worker_lost_lease_factor
 
 
+
+
+async def test_a_task_does_not_wait_long_for_an_unwritable_marker(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Database down: the task runs after START_WAIT; the marker is written later."""
+    from asyncworker.worker_lost import steps
+
+    class Stuck(MemoryLostStore):
+        async def start(self, task_id: str, owner: str, deaths: int, isolated: bool) -> None:
+            await asyncio.Event().wait()
+    monkeypatch.setattr(steps, "START_WAIT", 0.05)
+    app = App("unit-lost-stuck")
+
+    @app.task(name="m.work", acks_late=True)
+    async def work() -> None:
+        return None
+    marked: dict[Job, str] = {}
+    job = await make_job(app, "m.work")
+    body = Next()
+    await MarkStarted(Stuck(), ME, Runs(), marked)(job, body)
+    assert body.jobs == [job] and marked[job] == f"{ME}#1"
