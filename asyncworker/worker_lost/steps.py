@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 log = get_logger("worker_lost")
 #: How often (in lease refreshes) old markers and leases are swept.
 SWEEP_EVERY = 300
-#: Seconds a task waits for its start marker to be written before it runs anyway.
+#: Seconds a task waits for its start marker to be written before it runs anyway
+#: (and a requeue for its release).
 START_WAIT = 2.0
 
 
@@ -45,8 +46,8 @@ class MarkStarted:
                 # While the database is down the write waits in the writer's
                 # queue; the task does not wait for it past START_WAIT (its
                 # release is queued behind it, so the two land in order).
-                await asyncio.wait_for(asyncio.shield(
-                    self.store.start(job.id, owner, deaths, isolated)), START_WAIT)
+                async with asyncio.timeout(START_WAIT):
+                    await asyncio.shield(self.store.start(job.id, owner, deaths, isolated))
             except Exception as exc:
                 log.warning("could not record the task's start in time", task_id=job.id,
                             error=repr(exc) if str(exc) else type(exc).__name__)
@@ -69,7 +70,12 @@ class ReleaseMarker(OutcomeStep):
             outcome.kind == CANCELLED or (outcome.kind == REJECTED and outcome.requeue))
         assert job.id is not None
         try:
-            await self.store.release(job.id, owner, wait=given_back)
+            if given_back:
+                # Bounded like the start: with the database down, a requeue goes on.
+                async with asyncio.timeout(START_WAIT):
+                    await asyncio.shield(self.store.release_now(job.id, owner))
+            else:
+                self.store.release(job.id, owner)
         except Exception as exc:
             log.warning("could not release the task's start marker", task_id=job.id,
                         error=repr(exc))

@@ -28,10 +28,14 @@ from typing import Any
 
 from ..backends import normalize_url
 from ..backends.batching import BatchWriter
-from ..logging import redact_url
+from ..logging import get_logger, redact_url
+
+log = get_logger("worker_lost")
 
 #: Markers and dead workers' leases older than this are swept away.
 HORIZON = 86400.0
+#: Seconds a stopping worker waits for its queued marker writes.
+CLOSE_WAIT = 5.0
 START, RELEASE = "start", "release"
 
 
@@ -58,34 +62,39 @@ class LostStore(abc.ABC):
 
     def __init__(self, batch_size: int, describe: str, transient: tuple[type[BaseException], ...]
                  ) -> None:
+        self.describe = describe
         self.writer = BatchWriter(self._write_many, transient, batch_size, describe)
-        self._background: set[asyncio.Task[None]] = set()
 
     async def setup(self) -> None:
         """Connect, prepare storage and start the batch writer."""
         await self._setup()
         self.writer.start()
 
-    async def close(self) -> None:
-        """Write what is queued (releases included) and disconnect."""
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
-        await self.writer.close()
+    async def close(self, timeout: float = CLOSE_WAIT) -> None:
+        """Write what is queued (releases included) and disconnect.
+
+        Markers are not worth holding a stopping worker for: with the database
+        down, what is still queued after ``timeout`` seconds is dropped.
+        """
+        try:
+            await asyncio.wait_for(self.writer.close(), timeout)
+        except TimeoutError:
+            log.warning("start markers not written before the stop; dropped",
+                        store=self.describe)
         await self._close()
 
-    async def start(self, task_id: str, owner: str, deaths: int, isolated: bool) -> None:
-        """Record that ``owner`` runs ``task_id`` now (returns once durable)."""
-        await self.writer.submit((START, task_id, owner, deaths, isolated))
+    def start(self, task_id: str, owner: str, deaths: int, isolated: bool
+              ) -> asyncio.Future[None]:
+        """Record that ``owner`` runs ``task_id`` now; the future is done once durable."""
+        return self.writer.enqueue((START, task_id, owner, deaths, isolated))
 
-    async def release(self, task_id: str, owner: str, wait: bool = False) -> None:
-        """Forget ``owner``'s marker of ``task_id`` (only when ``wait``: once durable)."""
-        write = self.writer.submit((RELEASE, task_id, owner))
-        if wait:
-            await write
-            return
-        task = asyncio.ensure_future(write)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+    def release(self, task_id: str, owner: str) -> None:
+        """Forget ``owner``'s marker of ``task_id``, with the next batch."""
+        self.writer.post((RELEASE, task_id, owner))
+
+    def release_now(self, task_id: str, owner: str) -> asyncio.Future[None]:
+        """Forget ``owner``'s marker of ``task_id``; the future is done once durable."""
+        return self.writer.enqueue((RELEASE, task_id, owner))
 
     @abc.abstractmethod
     async def _setup(self) -> None: ...
@@ -166,6 +175,22 @@ class MemoryLostStore(LostStore):
         self.leases.pop(owner, None)
 
 
+# $1, $2: released (task id, owner) pairs; $3..$6: started task ids, owners,
+# deaths, isolated. A batch names each task id once (``coalesce``).
+_WRITE_SQL = """
+WITH released AS (
+  DELETE FROM asyncworker_started s
+  USING unnest($1::varchar[], $2::varchar[]) AS r(task_id, owner)
+  WHERE s.task_id = r.task_id AND s.owner = r.owner)
+INSERT INTO asyncworker_started AS s (task_id, owner, deaths, isolated, started_at)
+SELECT task_id, owner, deaths, isolated, extract(epoch FROM clock_timestamp())
+FROM unnest($3::varchar[], $4::varchar[], $5::int[], $6::bool[])
+  AS x(task_id, owner, deaths, isolated)
+ON CONFLICT (task_id) DO UPDATE SET owner = EXCLUDED.owner, deaths = EXCLUDED.deaths,
+  isolated = EXCLUDED.isolated, started_at = EXCLUDED.started_at
+"""
+
+
 class PostgresLostStore(LostStore):
     """Two small tables next to ``celery_taskmeta``; times by the server's clock."""
 
@@ -195,28 +220,21 @@ class PostgresLostStore(LostStore):
 
     async def _close(self) -> None:
         if self._pool is not None:
-            await self._pool.close()
+            try:
+                await asyncio.wait_for(self._pool.close(), CLOSE_WAIT)
+            except TimeoutError:
+                self._pool.terminate()
             self._pool = None
 
     async def _write_many(self, ops: Sequence[tuple[Any, ...]]) -> None:
         last = coalesce(ops).values()
         starts = [op[1:] for op in last if op[0] == START]
         releases = [op[1:] for op in last if op[0] == RELEASE]
-        async with self._pool.acquire() as conn:
-            if releases:
-                await conn.execute(
-                    "DELETE FROM asyncworker_started s USING unnest($1::varchar[], "
-                    "$2::varchar[]) AS r(task_id, owner) "
-                    "WHERE s.task_id = r.task_id AND s.owner = r.owner",
-                    [r[0] for r in releases], [r[1] for r in releases])
-            if starts:
-                await conn.executemany(
-                    "INSERT INTO asyncworker_started AS s "
-                    "(task_id, owner, deaths, isolated, started_at) "
-                    "VALUES ($1, $2, $3, $4, extract(epoch FROM clock_timestamp())) "
-                    "ON CONFLICT (task_id) DO UPDATE SET owner = EXCLUDED.owner, "
-                    "deaths = EXCLUDED.deaths, isolated = EXCLUDED.isolated, "
-                    "started_at = EXCLUDED.started_at", starts)
+        # One statement per batch: array parameters, not a statement per row.
+        await self._pool.execute(
+            _WRITE_SQL, [r[0] for r in releases], [r[1] for r in releases],
+            [x[0] for x in starts], [x[1] for x in starts], [x[2] for x in starts],
+            [x[3] for x in starts])
 
     async def get(self, task_id: str) -> Marker | None:
         row = await self._pool.fetchrow(

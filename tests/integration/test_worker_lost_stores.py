@@ -25,9 +25,9 @@ async def test_markers_and_leases(services: dict[str, str], backend: str) -> Non
         await asyncio.gather(store.start(a, me, 0, False), store.start(b, me, 2, True))
         assert await store.get(a) == Marker(me, 0, False)
         assert await store.get(b) == Marker(me, 2, True)
-        await store.release(a, other, wait=True)
+        await store.release_now(a, other)
         assert await store.get(a) == Marker(me, 0, False)
-        await store.release(a, me, wait=True)
+        await store.release_now(a, me)
         assert await store.get(a) is None
         # A recorded death: nobody runs it; then forgotten for good.
         await store.suspect(b, 3)
@@ -51,7 +51,7 @@ async def test_markers_and_leases(services: dict[str, str], backend: str) -> Non
             await asyncio.sleep(0.05)
         # A background release is written by close at the latest.
         await store.start(a, me, 0, False)
-        await store.release(a, me)
+        store.release(a, me)
     finally:
         await store.close()
     again = create(backend, 100)
