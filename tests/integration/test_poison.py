@@ -219,3 +219,30 @@ def test_stored_result_reads_as_a_celery_prefork_workers(
         celery.terminate()
         celery.wait(30)
         log.close()
+
+
+def test_a_dropped_broker_link_is_not_a_death(
+        celery_app: Any, start_worker: Any, queue_name: str, pg: Any,
+        redis_client: Any) -> None:
+    """Worker A loses its broker connection mid-run: its running tasks are redelivered,
+    some to worker B, which finds A's lease alive and runs them as usual (no suspect,
+    no WorkerLostError)."""
+    from tests.integration.test_outages import _close_connections_named
+
+    node_a = f"lost-a-{queue_name}@test"
+    a = start_worker("-Q", queue_name, "-c", "10", "-n", node_a, worker_lost_heartbeat=0.5)
+    ids = [celery_app.send_task("compat.count_runs", [3.0], queue=queue_name).id
+           for _ in range(10)]
+    wait_for(lambda: all(redis_client.exists(f"runs:{tid}") for tid in ids), 30,
+             what="all running on A")
+    b = start_worker("-Q", queue_name, "-c", "10", "-n", f"lost-b-{queue_name}@test",
+                     worker_lost_heartbeat=0.5)
+    _close_connections_named(node_a)
+    wait_for(lambda: task_rows(pg, ids) and all(
+        r["status"] == "SUCCESS" for r in task_rows(pg, ids).values())
+        and len(task_rows(pg, ids)) == 10, 60, interval=0.5, what="all SUCCESS")
+    received_on_b = {line["task_id"] for line in b.events("task received")}
+    assert received_on_b & set(ids), "nothing was redelivered to B"
+    for worker in (a, b):
+        assert not worker.events("task was running when its worker died; running it isolated")
+        assert not worker.events("task killed its worker; marked failed")
