@@ -122,7 +122,7 @@ class WorkerLost:
             return marker.deaths, False, False  # its worker lives: a broker link drop
         deaths = marker.deaths + 1
         # Recorded before anything else: dying again before it runs adds no death.
-        await self.store.suspect(job.id, deaths)
+        await self.store.start(job.id, None, deaths, False)
         return deaths, marker.isolated, True
 
     def _lost(self, job: Job, deaths: int) -> WorkerLostError:

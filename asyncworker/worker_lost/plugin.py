@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from ..worker.outcomes import OutcomeStep
     from ..worker.worker import Worker
     from .gate import Runs
+    from .steps import Marked
 
 # The gate and steps import the worker package, which imports the App: they are
 # imported when a worker is assembled, not with this module.
@@ -50,7 +51,7 @@ class _Parts:
     store: LostStore
     me: str
     runs: Runs
-    marked: dict[Job, str]
+    marked: dict[Job, Marked]
     settings: WorkerLostSettings
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..logging import get_logger
@@ -29,10 +30,18 @@ SWEEP_EVERY = 300
 START_WAIT = 2.0
 
 
+@dataclass(slots=True, frozen=True)
+class Marked:
+    """A run this worker wrote a marker for: its owner string and deaths so far."""
+
+    owner: str
+    deaths: int
+
+
 class MarkStarted:
     """Execution middleware: record that this process runs the late-ack task."""
 
-    def __init__(self, store: LostStore, me: str, runs: Runs, marked: dict[Job, str]) -> None:
+    def __init__(self, store: LostStore, me: str, runs: Runs, marked: dict[Job, Marked]) -> None:
         self.store, self.me, self.runs, self.marked = store, me, runs, marked
         self._runs = itertools.count(1)
 
@@ -42,7 +51,7 @@ class MarkStarted:
             deaths, isolated = self.runs.pop(job)
             try:
                 owner = run_owner(self.me, next(self._runs))
-                self.marked[job] = owner
+                self.marked[job] = Marked(owner, deaths)
                 # While the database is down the write waits in the writer's
                 # queue; the task does not wait for it past START_WAIT (its
                 # release is queued behind it, so the two land in order).
@@ -57,25 +66,29 @@ class MarkStarted:
 class ReleaseMarker(OutcomeStep):
     """Release the marker once the job has an outcome."""
 
-    def __init__(self, store: LostStore, runs: Runs, marked: dict[Job, str]) -> None:
+    def __init__(self, store: LostStore, runs: Runs, marked: dict[Job, Marked]) -> None:
         self.store, self.runs, self.marked = store, runs, marked
 
     async def after_store(self, job: Job) -> None:
         self.runs.pop(job)  # refused after the gate: nothing to remember
-        owner = self.marked.pop(job, None)
-        if owner is None:
+        marked = self.marked.pop(job, None)
+        if marked is None:
             return
         outcome = job.outcome
         given_back = outcome is not None and (
             outcome.kind == CANCELLED or (outcome.kind == REJECTED and outcome.requeue))
         assert job.id is not None
         try:
-            if given_back:
-                # Bounded like the start: with the database down, a requeue goes on.
-                async with asyncio.timeout(START_WAIT):
-                    await asyncio.shield(self.store.release_now(job.id, owner))
-            else:
-                self.store.release(job.id, owner)
+            if not given_back:
+                self.store.release(job.id, marked.owner)
+                return
+            # Before the message goes back (bounded like the start: with the
+            # database down, the requeue goes on). A suspect keeps its deaths.
+            # Through the writer, so it lands after a start still queued.
+            written = (self.store.start(job.id, None, marked.deaths, False) if marked.deaths
+                       else self.store.release_now(job.id, marked.owner))
+            async with asyncio.timeout(START_WAIT):
+                await asyncio.shield(written)
         except Exception as exc:
             log.warning("could not release the task's start marker", task_id=job.id,
                         error=repr(exc))

@@ -83,9 +83,10 @@ class LostStore(abc.ABC):
                         store=self.describe)
         await self._close()
 
-    def start(self, task_id: str, owner: str, deaths: int, isolated: bool
+    def start(self, task_id: str, owner: str | None, deaths: int, isolated: bool
               ) -> asyncio.Future[None]:
-        """Record that ``owner`` runs ``task_id`` now; the future is done once durable."""
+        """Record that ``owner`` runs ``task_id`` now (None: nobody does, after a
+        death); the future is done once durable."""
         return self.writer.enqueue((START, task_id, owner, deaths, isolated))
 
     def release(self, task_id: str, owner: str) -> None:
@@ -108,10 +109,6 @@ class LostStore(abc.ABC):
     @abc.abstractmethod
     async def get(self, task_id: str) -> Marker | None:
         """The marker of ``task_id``, if any."""
-
-    @abc.abstractmethod
-    async def suspect(self, task_id: str, deaths: int) -> None:
-        """Record a death: nobody runs it now, ``deaths`` so far."""
 
     @abc.abstractmethod
     async def forget(self, task_id: str) -> None:
@@ -157,9 +154,6 @@ class MemoryLostStore(LostStore):
 
     async def get(self, task_id: str) -> Marker | None:
         return self.markers.get(task_id)
-
-    async def suspect(self, task_id: str, deaths: int) -> None:
-        self.markers[task_id] = Marker(None, deaths, False)
 
     async def forget(self, task_id: str) -> None:
         self.markers.pop(task_id, None)
@@ -241,13 +235,6 @@ class PostgresLostStore(LostStore):
             "SELECT owner, deaths, isolated FROM asyncworker_started WHERE task_id = $1",
             task_id)
         return None if row is None else Marker(row["owner"], row["deaths"], row["isolated"])
-
-    async def suspect(self, task_id: str, deaths: int) -> None:
-        await self._pool.execute(
-            "INSERT INTO asyncworker_started (task_id, owner, deaths, isolated, started_at) "
-            "VALUES ($1, NULL, $2, FALSE, extract(epoch FROM clock_timestamp())) "
-            "ON CONFLICT (task_id) DO UPDATE SET owner = NULL, deaths = EXCLUDED.deaths, "
-            "isolated = FALSE", task_id, deaths)
 
     async def forget(self, task_id: str) -> None:
         await self._pool.execute("DELETE FROM asyncworker_started WHERE task_id = $1", task_id)
@@ -332,10 +319,6 @@ class RedisLostStore(LostStore):
         data = json.loads(raw)
         return Marker(data.get("owner"), int(data.get("deaths", 0)),
                       bool(data.get("isolated", False)))
-
-    async def suspect(self, task_id: str, deaths: int) -> None:
-        await self.client.set(self.MARKER + task_id, self._encode(Marker(None, deaths)),
-                              ex=int(HORIZON))
 
     async def forget(self, task_id: str) -> None:
         await self.client.delete(self.MARKER + task_id)

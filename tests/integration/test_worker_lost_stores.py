@@ -30,7 +30,7 @@ async def test_markers_and_leases(services: dict[str, str], backend: str) -> Non
         await store.release_now(a, me)
         assert await store.get(a) is None
         # A recorded death: nobody runs it; then forgotten for good.
-        await store.suspect(b, 3)
+        await store.start(b, None, 3, False)
         assert await store.get(b) == Marker(None, 3, False)
         await store.forget(b)
         assert await store.get(b) is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from typing import Any
 
 import pytest
 
@@ -80,6 +81,10 @@ class Rig:
                                self.executor, max_redeliveries)
         self.decided: list[tuple[int, bool]] = []
 
+    async def ready(self) -> Rig:
+        await self.store.setup()
+        return self
+
     async def next(self, job: Job) -> None:
         self.decided.append(self.runs.pop(job))
 
@@ -94,7 +99,7 @@ async def _job(app: App, name: str = "l.work", redelivered: bool = True) -> Job:
 
 
 async def test_first_deliveries_and_early_ack_tasks_are_not_looked_at(lost_app: App) -> None:
-    rig = Rig()
+    rig = await Rig().ready()
     first = await _job(lost_app, redelivered=False)
     early = await _job(lost_app, "l.early")
     for job in (first, early):
@@ -106,14 +111,14 @@ async def test_first_deliveries_and_early_ack_tasks_are_not_looked_at(lost_app: 
 
 async def test_redelivered_without_a_marker_never_started_and_runs_normally(
         lost_app: App) -> None:
-    rig = Rig()
+    rig = await Rig().ready()
     await rig.admit(await _job(lost_app))
     assert rig.decided == [(0, False)] and rig.hooks.calls == []
 
 
 async def test_a_live_owner_means_a_link_drop_not_a_death(lost_app: App) -> None:
     """The owner keeps refreshing its lease: the task runs as usual, deaths unchanged."""
-    rig = Rig()
+    rig = await Rig().ready()
     job = await _job(lost_app)
     assert job.id is not None
     rig.store.markers[job.id] = Marker(OTHER, 1, False)
@@ -134,7 +139,7 @@ async def test_a_live_owner_means_a_link_drop_not_a_death(lost_app: App) -> None
 
 async def test_a_dead_owner_makes_a_suspect_recorded_before_it_runs_isolated(
         lost_app: App) -> None:
-    rig = Rig()
+    rig = await Rig().ready()
     job = await _job(lost_app)
     assert job.id is not None
     rig.store.markers[job.id] = Marker(OTHER, 0, False)  # no lease: dead
@@ -152,7 +157,7 @@ async def test_a_dead_owner_makes_a_suspect_recorded_before_it_runs_isolated(
 
 async def test_a_recorded_suspect_that_comes_back_again_is_not_counted_twice(
         lost_app: App) -> None:
-    rig = Rig()
+    rig = await Rig().ready()
     job = await _job(lost_app)
     assert job.id is not None
     rig.store.markers[job.id] = Marker(None, 2, False)
@@ -162,7 +167,7 @@ async def test_a_recorded_suspect_that_comes_back_again_is_not_counted_twice(
 
 async def test_default_convicts_a_task_that_died_isolated_failure_worker_lost(
         lost_app: App) -> None:
-    rig = Rig()
+    rig = await Rig().ready()
     job = await _job(lost_app)
     assert job.id is not None
     rig.store.markers[job.id] = Marker(OTHER, 1, True)
@@ -179,7 +184,7 @@ async def test_default_convicts_a_task_that_died_isolated_failure_worker_lost(
                                                                (3, True)])
 async def test_reject_on_worker_lost_runs_it_again_until_max_then_poison(
         lost_app: App, deaths_before: int, dead_lettered: bool) -> None:
-    rig = Rig(max_redeliveries=3)
+    rig = await Rig(max_redeliveries=3).ready()
     job = await _job(lost_app, "l.reject")
     assert job.id is not None
     rig.store.markers[job.id] = Marker(OTHER, deaths_before, True)
@@ -197,7 +202,7 @@ async def test_reject_on_worker_lost_runs_it_again_until_max_then_poison(
 
 
 async def test_suspects_run_one_at_a_time_while_normal_tasks_go_on(lost_app: App) -> None:
-    rig = Rig()
+    rig = await Rig().ready()
     suspects = [await _job(lost_app) for _ in range(3)]
     for job in suspects:
         assert job.id is not None
@@ -221,7 +226,7 @@ async def test_an_unreadable_store_runs_the_task_isolated(lost_app: App) -> None
     class Broken(MemoryLostStore):
         async def get(self, task_id: str) -> Marker | None:
             raise ConnectionError("down")
-    rig = Rig()
+    rig = await Rig().ready()
     rig.store = rig.gate.store = Broken()
     await rig.admit(await _job(lost_app))
     assert rig.decided == [(0, True)]
@@ -290,7 +295,7 @@ async def test_markers_are_written_at_start_and_released_after() -> None:
     @app.task(name="m.work", acks_late=True)
     async def work() -> None:
         return None
-    runs, marked = Runs(), dict[Job, str]()
+    runs, marked = Runs(), dict[Job, Any]()
     start = MarkStarted(store, ME, runs, marked)
     release = ReleaseMarker(store, runs, marked)
     job = await make_job(app, "m.work")
@@ -318,7 +323,7 @@ async def test_a_runs_release_never_clears_a_later_run_of_the_same_task() -> Non
     @app.task(name="m.work", acks_late=True)
     async def work() -> None:
         return None
-    runs, marked = Runs(), dict[Job, str]()
+    runs, marked = Runs(), dict[Job, Any]()
     start, release = MarkStarted(store, ME, runs, marked), ReleaseMarker(store, runs, marked)
     first = await make_job(app, "m.work", task_id="same")
     second = await make_job(app, "m.work", task_id="same")
@@ -345,7 +350,7 @@ async def test_a_requeued_task_releases_its_marker_before_the_message_goes_back(
     @app.task(name="m.work", acks_late=True)
     async def work() -> None:
         return None
-    runs, marked = Runs(), dict[Job, str]()
+    runs, marked = Runs(), dict[Job, Any]()
     job = await make_job(app, "m.work")
     assert job.id is not None
 
@@ -381,8 +386,29 @@ async def test_a_task_does_not_wait_long_for_an_unwritable_marker(
     @app.task(name="m.work", acks_late=True)
     async def work() -> None:
         return None
-    marked: dict[Job, str] = {}
+    marked: dict[Job, Any] = {}
     job = await make_job(app, "m.work")
     body = Next()
     await MarkStarted(Stuck(), ME, Runs(), marked)(job, body)
-    assert body.jobs == [job] and marked[job] == f"{ME}#1"
+    assert body.jobs == [job] and marked[job].owner == f"{ME}#1"
+
+
+async def test_a_requeued_suspect_keeps_its_deaths() -> None:
+    """Cold shutdown while a suspect runs: it goes back with its deaths, run by nobody."""
+    store = MemoryLostStore()
+    await store.setup()
+    app = App("unit-lost-requeue-suspect")
+
+    @app.task(name="m.work", acks_late=True)
+    async def work() -> None:
+        return None
+    runs, marked = Runs(), dict[Job, Any]()
+    job = await make_job(app, "m.work")
+    assert job.id is not None
+    runs.set(job, 2, True)
+    await MarkStarted(store, ME, runs, marked)(job, Next())
+    assert store.markers[job.id] == Marker(f"{ME}#1", 2, True)
+    job.outcome = Outcome(CANCELLED)
+    await ReleaseMarker(store, runs, marked).after_store(job)
+    assert store.markers[job.id] == Marker(None, 2, False)
+    await store.close()
