@@ -36,6 +36,7 @@ from .plugins import ControlCommand, Plugin, load_plugin
 from .result import AsyncResult as ResultHandle
 from .settings import Settings
 from .task import Task, build_task
+from .worker_lost.plugin import WorkerLostPlugin
 
 Lifespan = Callable[["App"], AsyncIterator[None]]
 #: Wraps the publish of one task message: ``wrapper(message, exchange, routing_key)``.
@@ -84,6 +85,7 @@ class App:
         self.use(BeatPlugin())  # built in: beat's settings are always valid
         self.use(EventsPlugin())  # built in: worker events always, task events on request
         self.use(MonitoringPlugin())  # built in: metrics and probes, off until a port is set
+        self.use(WorkerLostPlugin())  # built in: late-ack tasks lost with their worker
 
     # -- extension points ---------------------------------------------------
     def use(self, plugin: Plugin) -> Plugin:

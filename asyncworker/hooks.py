@@ -88,6 +88,11 @@ class WorkerHooks:
     def beat_took_over(self, tick: Tick, previous: str) -> None:
         """The scheduler took over ``tick``, claimed by ``previous`` but never published."""
 
+    def task_worker_lost(self, job: Job, deaths: int, action: str) -> None:
+        """A redelivered late-ack task was running when its worker died (``deaths`` so
+        far): ``action`` is ``isolate`` (run again alone), ``fail`` (WorkerLostError)
+        or ``poison`` (dead-lettered). Not a closing hook."""
+
 
 _POINTS = [name for name in vars(WorkerHooks) if not name.startswith("_")]
 
@@ -174,6 +179,9 @@ class HookSet(WorkerHooks):
 
     def beat_took_over(self, tick: Tick, previous: str) -> None:
         self._call("beat_took_over", tick, previous)
+
+    def task_worker_lost(self, job: Job, deaths: int, action: str) -> None:
+        self._call("task_worker_lost", job, deaths, action)
 
 
 class LogHooks(WorkerHooks):

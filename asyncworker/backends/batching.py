@@ -31,7 +31,7 @@ class BatchWriter:
         self._transient = transient
         self._batch_size = max(1, batch_size)
         self._describe = describe
-        self._pending: list[tuple[Any, asyncio.Future[None]]] = []
+        self._pending: list[tuple[Any, asyncio.Future[None] | None]] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -56,14 +56,25 @@ class BatchWriter:
 
     async def submit(self, row: Any) -> None:
         """Queue ``row`` and wait until it is written (or failed for good)."""
-        if self._task is None or self._task.done():
-            raise RuntimeError("result writer is not running")
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((row, future))
-        self._wakeup.set()
         # A cancelled caller (cold shutdown) cancels only its future: the row
         # stays queued and is written all the same (no shield needed).
-        await future
+        await self.enqueue(row)
+
+    def enqueue(self, row: Any) -> asyncio.Future[None]:
+        """Queue ``row``; the future is done once it is written (or failed for good)."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue(row, future)
+        return future
+
+    def post(self, row: Any) -> None:
+        """Queue ``row`` for the next batch without waiting for it (nobody hears of it)."""
+        self._queue(row, None)
+
+    def _queue(self, row: Any, future: asyncio.Future[None] | None) -> None:
+        if self._task is None or self._task.done():
+            raise RuntimeError("result writer is not running")
+        self._pending.append((row, future))
+        self._wakeup.set()
 
     async def _run(self) -> None:
         while True:
@@ -83,7 +94,7 @@ class BatchWriter:
                 for _, future in batch:
                     _settle(future, exc)
 
-    async def _write(self, batch: list[tuple[Any, asyncio.Future[None]]]) -> None:
+    async def _write(self, batch: list[tuple[Any, asyncio.Future[None] | None]]) -> None:
         delay = 0.2
         started = time.monotonic()
         while True:
@@ -116,8 +127,8 @@ class BatchWriter:
             observe(len(batch), time.monotonic() - started)
 
 
-def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
-    if future.done():
+def _settle(future: asyncio.Future[None] | None, error: BaseException | None) -> None:
+    if future is None or future.done():
         return
     if error is None:
         future.set_result(None)

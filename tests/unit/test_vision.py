@@ -24,6 +24,7 @@ from asyncworker.contrib.vision.gpt import GPTUnavailable, ShardedClient, parse_
 from asyncworker.contrib.vision.s3 import S3Path
 from asyncworker.events import EventsSettings
 from asyncworker.monitoring import MonitoringSettings
+from asyncworker.worker_lost.settings import WorkerLostSettings
 
 GOOD = {"category": "Glass", "recyclable": True, "confidence": 0.8, "notes": "Rinse it."}
 
@@ -143,16 +144,16 @@ def test_plugin_registers_tasks_clients_and_section() -> None:
     assert {tasks.UPLOAD, tasks.ANALYSIS} <= set(app.tasks)
     assert app.tasks[tasks.ANALYSIS].bind is True
     assert len(app._lifespans) == before + 1
-    assert len(app.plugins) == 4  # beat, events, monitoring, vision
+    assert len(app.plugins) == 5  # beat, events, monitoring, worker_lost, vision
     assert app.settings_sections() == [BeatSettings, EventsSettings, MonitoringSettings,
-                                       VisionSettings]
+                                       WorkerLostSettings, VisionSettings]
 
     bench_like = App("b")
     pipeline.install(bench_like)  # the section and the clients, no tasks
     pipeline.install(bench_like)
     assert not {tasks.UPLOAD, tasks.ANALYSIS} & set(bench_like.tasks)
     assert [p.name for p in bench_like.plugins] == ["beat", "events", "monitoring",
-                                                    "vision-clients"]
+                                                    "worker_lost", "vision-clients"]
 
 
 async def test_clients_and_tasks_read_the_section(monkeypatch: pytest.MonkeyPatch) -> None:
