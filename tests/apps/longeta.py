@@ -1,0 +1,51 @@
+"""Tasks for the long-ETA tests: each run appends a record to a Redis list.
+
+The record says when it ran, with which ETA, and on which worker kind, so a
+test can count runs and check their timing. ``tests/apps/celery_longeta.py``
+defines the same task for a real Celery worker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from asyncworker import App, Task
+
+app = App("longeta")
+
+_client: aioredis.Redis | None = None
+
+
+def _redis() -> aioredis.Redis:
+    global _client
+    if _client is None:
+        _client = aioredis.from_url(os.environ["ASYNCWORKER_TEST_REDIS_URL"])
+    return _client
+
+
+@app.task(name="longeta.stamp", bind=True)
+async def stamp(self: Task, key: str) -> float:
+    """Record this run under ``longeta:<key>``."""
+    now = time.time()
+    eta = self.request.eta
+    await _redis().rpush(f"longeta:{key}", json.dumps({
+        "id": self.request.id, "ran": now, "by": "asyncworker",
+        "eta": eta.isoformat() if eta is not None else None}))
+    return now
+
+
+@app.task(name="longeta.quick")
+async def quick(key: str) -> None:
+    """A normal task: counts itself under ``longeta:<key>``."""
+    await _redis().incr(f"longeta:{key}")
+
+
+def record(raw: bytes | str) -> dict[str, Any]:
+    """One record of ``stamp``, parsed."""
+    value: dict[str, Any] = json.loads(raw)
+    return value
