@@ -39,10 +39,13 @@ async def stamp(self: Task, key: str) -> float:
     return now
 
 
-@app.task(name="longeta.quick")
-async def quick(key: str) -> None:
-    """A normal task: counts itself under ``longeta:<key>``."""
-    await _redis().incr(f"longeta:{key}")
+@app.task(name="longeta.quick", ignore_result=True)
+async def quick(key: str, sent: float) -> None:
+    """A normal task: counts itself under ``longeta:<key>.count`` and records the
+    seconds from ``sent`` to its run under ``longeta:<key>.latency``."""
+    client = _redis()
+    await client.rpush(f"longeta:{key}.latency", time.time() - sent)
+    await client.incr(f"longeta:{key}.count")
 
 
 def record(raw: bytes | str) -> dict[str, Any]:

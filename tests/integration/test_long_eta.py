@@ -201,3 +201,36 @@ def test_control_holding_an_eta_past_consumer_timeout_loses_the_channel(
     # The broker took the message back and delivered it again.
     wait_for(lambda: len([e for e in worker.events("task received")
                           if e.get("task_id") == sent.id]) == 2, 10, what="the redelivery")
+
+
+@pytest.fixture(scope="module")
+def plain_rabbit() -> Iterator[PrivateServices]:
+    """A private set with RabbitMQ's default consumer_timeout (a queue of 10,000
+    prefetched messages may wait longer than 3 s on a busy machine)."""
+    root = Path(tempfile.mkdtemp(prefix="asyncworker-etapark-"))
+    root.chmod(0o755)
+    services = PrivateServices(root / "services")
+    services.start()
+    try:
+        yield services
+    finally:
+        services.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_ten_thousand_far_etas_leave_rss_and_prefetch_flat(
+        plain_rabbit: PrivateServices, tmp_path: Path) -> None:
+    """10,000 tasks an hour ahead are parked, none held: the worker's RSS and prefetch
+    stay flat, and normal tasks sent meanwhile on another queue flow (the full
+    100,000 are ``bench/eta_park.py``'s)."""
+    from bench.eta_park import scenario
+
+    figures = scenario(plain_rabbit, 10_000, tmp_path, deadline=300)
+    print(figures)
+    assert figures["parked"] == 10_000 and figures["far_runs"] == 0
+    assert figures["rss_growth_mb"] < 50
+    assert figures["prefetch_peak"] == figures["prefetch_before"] == 400
+    assert figures["unacked_peak"] <= 400 and figures["unacked_after"] == 0
+    # Normal tasks did not wait behind the far ones' backlog.
+    assert figures["normal_sent"] > 200
+    assert figures["normal_latency_max_s"] < figures["park_s"] / 2
