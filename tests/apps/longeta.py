@@ -35,7 +35,9 @@ async def stamp(self: Task, key: str) -> float:
     eta = self.request.eta
     await _redis().rpush(f"longeta:{key}", json.dumps({
         "id": self.request.id, "ran": now, "by": "asyncworker",
-        "eta": eta.isoformat() if eta is not None else None}))
+        "eta": eta.isoformat() if eta is not None else None,
+        "exchange": self.request.delivery_info.get("exchange"),
+        "routing_key": self.request.delivery_info.get("routing_key")}))
     return now
 
 

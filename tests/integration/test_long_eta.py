@@ -85,10 +85,11 @@ def queue_counts(rabbit: PrivateServices) -> dict[str, tuple[int, int]]:
     return counts
 
 
-def held_anywhere(rabbit: PrivateServices, queue: str) -> int:
-    """Messages of ``queue`` and its delay queues, ready or unacked."""
-    return sum(r + u for name, (r, u) in queue_counts(rabbit).items()
-               if name == queue or (name.startswith(delay.PREFIX) and name.endswith("." + queue)))
+def copies(rabbit: PrivateServices, queue: str) -> tuple[int, int]:
+    """Messages (ready, unacked) in ``queue`` and its delay queues together."""
+    counts = [c for name, c in queue_counts(rabbit).items() if name == queue or (
+        name.startswith(delay.PREFIX) and name.endswith("." + queue))]
+    return sum(r for r, _ in counts), sum(u for _, u in counts)
 
 
 def runs(redis_client: Any, key: str) -> list[dict[str, Any]]:
@@ -125,11 +126,9 @@ def test_parked_task_runs_once_on_time_across_a_restart(
     eta = datetime.fromisoformat(wait_for(lambda: first.events("task parked until its ETA"),
                                           10, what="parked")[0]["eta"])
     first.stop()
-    # No worker now: the copy waits in a delay queue, durable.
-    parked = {n: c for n, c in queue_counts(rabbit).items() if n.startswith(delay.PREFIX)
-              and n.endswith("." + queue_name) and c[0]}
-    assert list(parked.values()) == [(1, 0)], parked
-    assert queue_counts(rabbit)[queue_name] == (0, 0)
+    # No worker now: one copy, durable, in a delay queue or (once its TTL is up) back
+    # in the task's queue, and nothing unacked.
+    assert copies(rabbit, queue_name) == (1, 0)
 
     second = start("second")
     # Held for its last stretch (under the hold limit), the task shows as scheduled.
@@ -141,12 +140,14 @@ def test_parked_task_runs_once_on_time_across_a_restart(
     assert wait_for(scheduled, 20, interval=0.2, what="inspect scheduled")[0]["eta"]
     done = wait_for(lambda: runs(redis_client, key), 20, what="the run")
     # Nothing left anywhere that could run it again.
-    wait_for(lambda: held_anywhere(rabbit, queue_name) == 0, 10, what="no copy left")
+    wait_for(lambda: copies(rabbit, queue_name) == (0, 0), 10, what="no copy left")
     assert len(runs(redis_client, key)) == 1
     ran = done[0]
     assert ran["id"] == sent.id and ran["by"] == "asyncworker"
     assert abs(ran["ran"] - eta.timestamp()) <= 1.0
     assert datetime.fromisoformat(ran["eta"]) == eta
+    # Back through the default exchange, straight to the queue it was taken from.
+    assert (ran["exchange"], ran["routing_key"]) == ("", queue_name)
     # It came back at least twice (12 s = 8 s + 2 s hops, then held), and no
     # channel was closed for holding it.
     assert len(second.events("task parked until its ETA")) >= 1
@@ -175,7 +176,7 @@ def test_celery_worker_runs_a_parked_task_on_time(
             stderr=subprocess.STDOUT)
         try:
             done = wait_for(lambda: runs(redis_client, key), 30, what="Celery's run")
-            wait_for(lambda: held_anywhere(rabbit, queue_name) == 0, 10, what="no copy left")
+            wait_for(lambda: copies(rabbit, queue_name) == (0, 0), 10, what="no copy left")
         finally:
             celery.send_signal(signal.SIGTERM)
             celery.wait(30)
