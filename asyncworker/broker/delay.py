@@ -17,8 +17,9 @@ before its ETA; when it expires RabbitMQ dead-letters it (exchange ``""``,
 routing key = the task's queue) straight back to the queue it came from,
 headers and body as they were. A worker that receives it and finds the ETA
 still beyond the hold limit parks it again in a smaller bucket; each hop at
-least halves what is left, so a message a year out makes about 25 hops, an
-hour out two. The last return lands between half the hold limit and the hold
+least halves what is left (past the largest bucket, 48.5 days, it takes that
+one again), so a message an hour out makes two hops, a day out three, a year
+out twelve. The last return lands between half the hold limit and the hold
 limit before the ETA, and the worker holds it in memory until the ETA, as
 for any near ETA, so it runs on time.
 
