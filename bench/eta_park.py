@@ -186,11 +186,10 @@ def scenario(services: PrivateServices, n: int, log_dir: Path, eta_in: float = 3
         sender.close()
         worker.stop()
         r.delete(f"longeta:{key}", f"longeta:{key}.count", f"longeta:{key}.latency")
-        for queue in (far, normal):
-            services.rabbitmqctl("-q", "delete_queue", queue)
-        for seconds in {2 ** level for level in range(delay.MAX_LEVEL + 1)}:
-            name = delay.bucket_name(far, seconds)
-            if name in services.rabbitmqctl("-q", "list_queues", "name"):
+        names = services.rabbitmqctl("-q", "list_queues", "name").split()
+        for name in names:
+            if name in (far, normal) or (name.startswith(delay.PREFIX)
+                                         and name.endswith("." + far)):
                 services.rabbitmqctl("-q", "delete_queue", name)
 
 
