@@ -145,6 +145,10 @@ class Settings:
     #: Remote control may stop the worker, terminate tasks, resize it, change its
     #: queues and limits (False: only inspect and plain revoke are answered).
     worker_control_allow_destructive: bool = True
+    #: Longest an ETA message is held unacked (seconds); one due later is parked
+    #: in a RabbitMQ delay queue until then (None: hold every ETA, as Celery).
+    #: Keep it well below RabbitMQ's consumer_timeout (30 min by default).
+    worker_eta_hold_limit: float | None = 600.0
 
     #: Each registered section's values, by section name (not a setting itself).
     sections: dict[str, Section] = field(default_factory=dict, repr=False,

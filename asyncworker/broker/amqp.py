@@ -328,6 +328,8 @@ def amqp_url(url: str, heartbeat: int | None = None) -> str:
 class AmqpBroker(Broker):
     """One robust connection with a consuming channel and a confirming publish channel."""
 
+    can_park = True  # TTL + dead-lettering back to the queue: see delay.py
+
     def __init__(self, url: str, heartbeat: int = 60, connect_timeout: float = 10.0,
                  connection_name: str | None = None) -> None:
         self.url = amqp_url(url, heartbeat)

@@ -189,6 +189,10 @@ class Broker(abc.ABC):
     #: Times the connection was re-established after dropping.
     reconnects: int = 0
 
+    #: Whether far-future ETA messages can be parked in delay queues (``delay.py``):
+    #: queues with a message TTL that dead-letter back to the task's queue.
+    can_park: bool = False
+
     def is_connected(self) -> bool:
         """Whether the link to the broker is up and task consumption can go on."""
         return True

@@ -99,7 +99,7 @@ class Worker:
             Revoked(state, finish),
             Expires(finish),
             Dedupe(state, self.backend, finish),
-            Eta(state),
+            Eta(state, self.broker, s.worker_eta_hold_limit),
             RateLimit(self.limits),
         ]
         if self.limits.has_caps():
