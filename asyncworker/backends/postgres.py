@@ -15,6 +15,7 @@ so a batch committed just before the connection died is harmless to repeat.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -30,6 +31,20 @@ from .batching import BatchWriter
 from .errors import is_transient, retry_transient
 
 log = get_logger("backend.postgres")
+
+
+class _PoolNoise(logging.Filter):
+    """asyncpg's pool logs a traceback each time it fails to reopen its minimum
+    connections; while the server is unreachable the writer's ``Outage`` already
+    logs each attempt, so drop those (other pool messages pass)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (str(record.msg).startswith("Failed to restore the pool connection floor")
+                    and exc is not None and is_transient(exc))
+
+
+_POOL_NOISE = _PoolNoise()
 
 EXTENDED_COLUMNS = (
     ("name", "VARCHAR(155)"),
@@ -107,6 +122,9 @@ class PostgresBackend(ResultBackend):
     # -- lifecycle ---------------------------------------------------------
     async def setup(self) -> None:
         """Connect (retrying while the server is down) and create tables when absent."""
+        pool_log = logging.getLogger("asyncpg.pool")
+        if _POOL_NOISE not in pool_log.filters:
+            pool_log.addFilter(_POOL_NOISE)
         outage = Outage("result backend", self.describe(), self.policy, log)
         self._pool = await retry_transient(self._connect, outage)
         if self.settings.database_create_tables_at_setup:
