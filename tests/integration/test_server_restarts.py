@@ -87,6 +87,20 @@ def _queue_depth(broker_url: str, queue: str) -> int:
             return 0
 
 
+def _metric(port: int, name: str) -> float:
+    """One unlabelled sample from the worker's /metrics."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                return float(sample.value)
+    raise AssertionError(f"{name} not exported")
+
+
 def _runs(redis_client: Any, ids: list[str]) -> list[int]:
     return [int(redis_client.get(f"runs:{tid}") or 0) for tid in ids]
 
@@ -98,7 +112,8 @@ def test_postgres_restarts_never_fail_a_healthy_task(private: PrivateServices, t
     tasks: every task ends SUCCESS once, none is dead-lettered or run twice."""
     # The private server runs with synchronous_commit=off (fast tests), which
     # loses the last commits on `-m immediate`; the worker asks for durable ones.
-    worker = _worker(tmp_path, "pg", "-Q", queue_name, "-c", "10",
+    http = free_port()
+    worker = _worker(tmp_path, "pg", "-Q", queue_name, "-c", "10", "--http-port", str(http),
                      result_backend="db+" + private.pg_dsn + "?synchronous_commit=on",
                      result_batch_size=20,
                      worker_reconnect_max_interval=1.0)
@@ -125,6 +140,8 @@ def test_postgres_restarts_never_fail_a_healthy_task(private: PrivateServices, t
         retried = worker.events("result backend unreachable, retrying")
         assert retried, "no restart hit a write"
         assert worker.events("result backend reachable again")
+        assert _metric(http, "asyncworker_backend_write_failures_total") >= len(retried)
+        assert _metric(http, "asyncworker_backend_reconnects_total") >= 1
         assert not worker.events("result could not be stored")
         assert not [line for line in worker.lines() if "Traceback" in line.get("raw", "")]
     finally:
@@ -212,7 +229,8 @@ def test_worker_without_broker_backs_off_and_stops_on_sigterm(tmp_path: Path,
 def test_broker_stopped_mid_run_reconnects_and_sigterm_stops_it(
         private: PrivateServices, tmp_path: Path, redis_client: Any, queue_name: str,
         services: dict[str, str]) -> None:
-    worker = _worker(tmp_path, "midrun", "-Q", queue_name, "-c", "10",
+    http = free_port()
+    worker = _worker(tmp_path, "midrun", "-Q", queue_name, "-c", "10", "--http-port", str(http),
                      broker_url=private.broker_url, worker_reconnect_max_interval=2.0)
     client = _client(private.broker_url, "db+postgresql+psycopg2://"
                      + services["postgres"].split("://", 1)[1])
@@ -233,6 +251,8 @@ def test_broker_stopped_mid_run_reconnects_and_sigterm_stops_it(
         wait_for(lambda: _runs(redis_client, second) == [1] * 10, 30,
                  what="tasks sent after the reconnect")
         assert worker.events("broker connection lost; reconnecting")
+        assert _metric(http, "asyncworker_broker_connect_failures_total") >= 3
+        assert _metric(http, "asyncworker_broker_reconnects_total") >= 1
         # Down again, then SIGTERM while it retries: it stops at once.
         seen = len(_warnings(worker))
         private.rabbitmqctl("stop_app")
