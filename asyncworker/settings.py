@@ -91,6 +91,11 @@ class Settings:
     database_table_names: dict[str, str] = field(default_factory=dict)
     database_table_schemas: dict[str, str] = field(default_factory=dict)
     database_create_tables_at_setup: bool = True
+    # Reconnecting to the broker and the result backend: backoff bounds
+    # (seconds), and how long an outage lasts before it is logged as an ERROR.
+    worker_reconnect_min_interval: float = 0.1
+    worker_reconnect_max_interval: float = 10.0
+    worker_outage_error_after: float = 30.0
 
     # Messages.
     task_serializer: str = "json"

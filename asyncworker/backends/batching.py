@@ -3,8 +3,11 @@
 Each ``submit`` queues one row and waits until it is written. A single flusher
 writes whatever has queued since its last round trip, so under load one round
 trip serves many tasks, while each caller still learns when its own row is
-safe (late acks wait for that). Transient errors are retried forever with
-backoff: a row is never dropped, because its message is not acked yet.
+safe (late acks wait for that). Transient errors (``errors.is_transient``:
+the server restarting or unreachable) are retried with backoff until it is
+back: a row is never dropped nor failed for them, because its message is not
+acked yet, and every write is an idempotent upsert, so a retried batch that
+was in fact committed changes nothing.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from ..backoff import BackoffPolicy, Outage
 from ..logging import get_logger
+from .errors import is_transient
 
 log = get_logger("backend.batch")
 
@@ -25,10 +30,9 @@ WriteMany = Callable[[Sequence[Any]], Awaitable[None]]
 class BatchWriter:
     """Queue rows; one background task writes them in batches."""
 
-    def __init__(self, write_many: WriteMany, transient: tuple[type[BaseException], ...],
-                 batch_size: int, describe: str) -> None:
+    def __init__(self, write_many: WriteMany, batch_size: int, describe: str,
+                 policy: BackoffPolicy | None = None) -> None:
         self._write_many = write_many
-        self._transient = transient
         self._batch_size = max(1, batch_size)
         self._describe = describe
         self._pending: list[tuple[Any, asyncio.Future[None] | None]] = []
@@ -36,11 +40,24 @@ class BatchWriter:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         # Monitoring: each written batch is reported as (rows, seconds) to the
-        # observers; ``failing`` while a transient error is being retried, and
-        # ``reconnects`` counts the writes that succeeded after one.
+        # observers; the outage counts failed attempts and recoveries.
         self.observers: list[Callable[[int, float], None]] = []
-        self.failing = False
-        self.reconnects = 0
+        self.outage = Outage("result backend", describe, policy, log)
+
+    @property
+    def failing(self) -> bool:
+        """A transient error is being retried."""
+        return self.outage.down
+
+    @property
+    def reconnects(self) -> int:
+        """Writes that succeeded after a transient error (the link came back)."""
+        return self.outage.recoveries
+
+    @property
+    def failures(self) -> int:
+        """Write attempts that failed with a transient error."""
+        return self.outage.failures
 
     def start(self) -> None:
         """Start the flusher task."""
@@ -95,23 +112,17 @@ class BatchWriter:
                     _settle(future, exc)
 
     async def _write(self, batch: list[tuple[Any, asyncio.Future[None] | None]]) -> None:
-        delay = 0.2
         started = time.monotonic()
         while True:
             try:
                 await self._write_many([row for row, _ in batch])
-                if self.failing:
-                    self.failing = False
-                    self.reconnects += 1
+                self.outage.recovered()
                 break
-            except self._transient as exc:
-                self.failing = True
-                log.warning("result write failed, retrying", backend=self._describe,
-                            rows=len(batch), error=str(exc) or type(exc).__name__,
-                            retry_in=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
             except Exception as exc:
+                if is_transient(exc):
+                    await asyncio.sleep(self.outage.failed(exc))
+                    continue
+                # A permanent error: the row itself is refused.
                 if len(batch) == 1:
                     _settle(batch[0][1], exc)
                     return

@@ -7,12 +7,15 @@ states, ``traceback`` text, and with ``result_extended`` the name, args,
 kwargs, worker, retries and queue. A stored SUCCESS is never overwritten.
 
 Writes go through ``BatchWriter``: one ``executemany`` per batch of whatever
-has queued, each caller waiting for its own row's commit.
+has queued, each caller waiting for its own row's commit. A transient error
+(``errors.is_transient``) retries the batch until the server is back; the
+upsert never replaces a SUCCESS and writes the same values again otherwise,
+so a batch committed just before the connection died is harmless to repeat.
 """
 
 from __future__ import annotations
 
-import asyncio
+import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -20,24 +23,28 @@ from typing import Any
 import asyncpg
 
 from .. import serialization
+from ..backoff import BackoffPolicy, Outage
 from ..logging import get_logger, redact_url
 from ..settings import Settings
 from .base import ResultBackend, ResultCodec, StoredResult, TaskOutcome
 from .batching import BatchWriter
+from .errors import is_transient, retry_transient
 
 log = get_logger("backend.postgres")
 
-# Errors after which the same write can succeed once the server is back.
-_TRANSIENT = (
-    OSError,
-    asyncio.TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.AdminShutdownError,
-    asyncpg.CrashShutdownError,
-)
+
+class _PoolNoise(logging.Filter):
+    """asyncpg's pool logs a traceback each time it fails to reopen its minimum
+    connections; while the server is unreachable the writer's ``Outage`` already
+    logs each attempt, so drop those (other pool messages pass)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (str(record.msg).startswith("Failed to restore the pool connection floor")
+                    and exc is not None and is_transient(exc))
+
+
+_POOL_NOISE = _PoolNoise()
 
 EXTENDED_COLUMNS = (
     ("name", "VARCHAR(155)"),
@@ -93,8 +100,9 @@ class PostgresBackend(ResultBackend):
         self.group_sequence = _qualified(schemas.get("group"), "taskset_id_sequence")
         self.extended = settings.result_extended
         self._pool: asyncpg.Pool | None = None
-        self._writer = BatchWriter(self._write_many, _TRANSIENT, settings.result_batch_size,
-                                   self.describe())
+        self.policy = BackoffPolicy.from_settings(settings)
+        self._writer = BatchWriter(self._write_many, settings.result_batch_size,
+                                   self.describe(), self.policy)
         columns = ["task_id", "status", "result", "date_done", "traceback", "children"]
         if self.extended:
             columns += ["name", "args", "kwargs", "worker", "retries", "queue"]
@@ -114,28 +122,27 @@ class PostgresBackend(ResultBackend):
     # -- lifecycle ---------------------------------------------------------
     async def setup(self) -> None:
         """Connect (retrying while the server is down) and create tables when absent."""
-        delay = 0.5
-        while True:
-            try:
-                self._pool = await asyncpg.create_pool(
-                    self.dsn,
-                    min_size=1,
-                    max_size=max(2, self.settings.result_backend_pool_size),
-                    command_timeout=60,
-                    connection_class=_Connection,
-                    # Named so operators (and tests) can tell our sessions apart.
-                    server_settings={
-                        "application_name": f"asyncworker {self.settings.worker_nodename}"},
-                )
-                break
-            except _TRANSIENT as exc:
-                log.warning("result backend unreachable, retrying", url=self.describe(),
-                            error=str(exc), retry_in=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+        pool_log = logging.getLogger("asyncpg.pool")
+        if _POOL_NOISE not in pool_log.filters:
+            pool_log.addFilter(_POOL_NOISE)
+        outage = Outage("result backend", self.describe(), self.policy, log)
+        self._pool = await retry_transient(self._connect, outage)
         if self.settings.database_create_tables_at_setup:
-            await self._create_tables()
+            await retry_transient(self._create_tables, outage)
         self._writer.start()
+
+    async def _connect(self) -> asyncpg.Pool:
+        pool: asyncpg.Pool = await asyncpg.create_pool(
+            self.dsn,
+            min_size=1,
+            max_size=max(2, self.settings.result_backend_pool_size),
+            command_timeout=60,
+            connection_class=_Connection,
+            # Named so operators (and tests) can tell our sessions apart.
+            server_settings={
+                "application_name": f"asyncworker {self.settings.worker_nodename}"},
+        )
+        return pool
 
     def batch_writer(self) -> BatchWriter:
         return self._writer
@@ -217,7 +224,14 @@ class PostgresBackend(ResultBackend):
     async def _write_many(self, rows: Sequence[tuple[Any, ...]]) -> None:
         assert self._pool is not None
         async with self._pool.acquire() as conn:
-            await conn.executemany(self._insert_sql, rows)
+            try:
+                await conn.executemany(self._insert_sql, rows)
+            except Exception as exc:
+                if is_transient(exc):
+                    # A connection left mid-operation by a dead server ("another
+                    # operation is in progress") must not go back to the pool.
+                    conn.terminate()
+                raise
 
     async def save_revoked(self, task_id: str, when: float) -> None:
         """Upsert one revoked id."""

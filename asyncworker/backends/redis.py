@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import redis.asyncio as aioredis
-from redis import exceptions as redis_errors
 
+from ..backoff import BackoffPolicy
 from ..logging import redact_url
 from ..settings import Settings
 from ..task import Request
@@ -25,13 +25,6 @@ from .batching import BatchWriter
 
 TASK_PREFIX = "celery-task-meta-"
 GROUP_PREFIX = "celery-taskset-meta-"
-
-_TRANSIENT = (
-    OSError,
-    redis_errors.ConnectionError,
-    redis_errors.TimeoutError,
-    redis_errors.BusyLoadingError,
-)
 
 # KEYS[1] result key; ARGV[1] value, ARGV[2] ttl seconds (0: none).
 _STORE_LUA = """
@@ -121,8 +114,8 @@ class RedisBackend(ResultBackend):
         self._store_script = self.client.register_script(_STORE_LUA)
         self._chord_part_script = self.client.register_script(_CHORD_PART_LUA)
         self._chord_done_script = self.client.register_script(_CHORD_DONE_LUA)
-        self._writer = BatchWriter(self._write_many, _TRANSIENT, settings.result_batch_size,
-                                   self.describe())
+        self._writer = BatchWriter(self._write_many, settings.result_batch_size,
+                                   self.describe(), BackoffPolicy.from_settings(settings))
 
     def describe(self) -> str:
         """The server URL with its password hidden."""

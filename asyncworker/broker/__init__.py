@@ -22,10 +22,12 @@ def create(settings: Settings, connection_name: str | None = None) -> Broker:
     url = settings.broker_url
     scheme = url.partition("://")[0].split("+")[-1]
     if scheme in ("amqp", "amqps", "pyamqp", "librabbitmq"):
+        from ..backoff import BackoffPolicy
         from .amqp import AmqpBroker
 
         return AmqpBroker(url, settings.broker_heartbeat, settings.broker_connection_timeout,
-                          connection_name=connection_name)
+                          connection_name=connection_name,
+                          policy=BackoffPolicy.from_settings(settings))
     if scheme == "memory":
         from .memory import MemoryBroker
 

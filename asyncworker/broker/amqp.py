@@ -31,16 +31,19 @@ from aio_pika.abc import (
 )
 from aiormq import spec
 
+from ..backoff import BackoffPolicy, Outage
 from ..logging import get_logger, redact_url
 from ..protocol import MessageTemplate, OutgoingMessage
 from . import frames
 from .base import Broker, Delivery, DeliveryHandler
+from .reconnect import BackoffConnection, quiet_library_logs
 from .topology import ExchangeSpec, QueueSpec
 
 log = get_logger("broker")
 
-# Seconds between reconnection attempts after the broker link drops.
-RECONNECT_INTERVAL = 1.0
+# Seconds before the first reconnection attempt after the broker link drops;
+# later ones back off (``BackoffPolicy``, the ``worker_reconnect_*`` settings).
+RECONNECT_INTERVAL = BackoffPolicy().initial
 PERSISTENT = 2  # AMQP delivery mode: written to disk before the confirm
 TRANSIENT = 1  # kept in memory only (monitoring events)
 
@@ -331,10 +334,13 @@ class AmqpBroker(Broker):
     can_park = True  # TTL + dead-lettering back to the queue: see delay.py
 
     def __init__(self, url: str, heartbeat: int = 60, connect_timeout: float = 10.0,
-                 connection_name: str | None = None) -> None:
+                 connection_name: str | None = None,
+                 policy: BackoffPolicy | None = None) -> None:
         self.url = amqp_url(url, heartbeat)
         self.connection_name = connection_name
         self.display_url = redact_url(url)
+        #: Failed connection attempts and recoveries, at start-up and after a drop.
+        self.outage = Outage("broker", self.display_url, policy, log)
         self.connect_timeout = connect_timeout
         self.connection: AbstractRobustConnection | None = None
         # One channel per purpose: a channel error (say, a mailbox queue held by
@@ -352,25 +358,28 @@ class AmqpBroker(Broker):
 
     async def connect(self, retry: bool = True) -> None:
         """Connect, retrying with backoff while the broker is unreachable."""
-        delay = 0.5
+        quiet_library_logs()
         while True:
             try:
-                self.connection = await aio_pika.connect_robust(
+                connection = await aio_pika.connect_robust(
                     self.url, timeout=self.connect_timeout,
-                    reconnect_interval=RECONNECT_INTERVAL,
+                    reconnect_interval=self.outage.policy.initial,
+                    connection_class=BackoffConnection,
                     client_properties=(
                         {"connection_name": self.connection_name}
                         if self.connection_name else None),
                 )
-                self.connection.reconnect_callbacks.add(self._on_reconnect)
                 break
             except (TimeoutError, OSError, aio_pika.exceptions.AMQPError) as exc:
                 if not retry:
                     raise
-                log.warning("broker unreachable, retrying", url=self.display_url,
-                            error=str(exc) or type(exc).__name__, retry_in=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+                await asyncio.sleep(self.outage.failed(exc))
+        assert isinstance(connection, BackoffConnection)
+        # From now on aio-pika reconnects by itself, paced by the same outage.
+        connection.outage = self.outage
+        connection.reconnect_callbacks.add(self._on_reconnect)
+        self.connection = connection
+        self.outage.recovered()
         log.info("connected to broker", url=self.display_url)
 
     def _on_reconnect(self, *_: Any) -> None:
@@ -486,6 +495,12 @@ class AmqpBroker(Broker):
 
     async def cancel_consumers(self) -> None:
         """Stop receiving new messages; delivered ones stay unacked until settled."""
+        if not self.is_connected():
+            # The broker dropped the consumers with the link, and took back every
+            # unacked message; waiting for a reconnect to cancel them would hold
+            # up a shutdown for as long as the outage lasts.
+            self._consumers.clear()
+            return
         for name, tag in list(self._consumers.items()):
             try:
                 await self._queues[name].cancel(tag)

@@ -1,7 +1,9 @@
 """Revocation commands: ``revoke``, ``terminate`` and ``revoke_by_stamped_headers``.
 
 A revoked id is remembered (and persisted in the result backend, so a restart
-keeps it); a revoked stamp is remembered in memory, as in Celery. Either way
+keeps it; while the backend is unreachable the write is retried in the
+background, and the reply does not wait for it); a revoked stamp is
+remembered in memory, as in Celery. Either way
 the task is refused when its message arrives, or when it reaches the front of
 the queue for a slot. ``terminate`` also cancels the coroutine running it:
 the task ends REVOKED with ``TaskRevokedError('terminated')``, and the other
@@ -12,9 +14,12 @@ its result is REVOKED at once while the function runs to its end unobserved.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
+from ..backends.errors import retry_transient
+from ..backoff import Outage
 from ..logging import get_logger
 from ..plugins import ControlCommand
 from .policy import require_destructive
@@ -25,6 +30,19 @@ if TYPE_CHECKING:
     from ..worker.worker import Worker
 
 log = get_logger("control")
+
+# Revoked-id writes still retrying (referenced so they are not collected).
+_persisting: set[asyncio.Task[None]] = set()
+
+
+async def _persist_revoked(worker: Worker, task_id: str, when: float) -> None:
+    backend = worker.backend
+    assert backend is not None
+    try:
+        await retry_transient(lambda: backend.save_revoked(task_id, when),
+                              Outage("result backend", backend.describe(), None, log))
+    except Exception as exc:
+        log.warning("could not persist revoked id", task_id=task_id, error=repr(exc))
 
 
 def _ids(task_id: str | list[str] | None) -> list[str]:
@@ -54,10 +72,9 @@ async def revoke(worker: Worker, task_id: str | list[str] | None = None,
     for one in ids:
         worker.state.revoked.add(one, now)
         if backend is not None:
-            try:
-                await backend.save_revoked(one, now)
-            except Exception as exc:
-                log.warning("could not persist revoked id", task_id=one, error=repr(exc))
+            persisting = asyncio.create_task(_persist_revoked(worker, one, now))
+            _persisting.add(persisting)
+            persisting.add_done_callback(_persisting.discard)
     if not terminate:
         log.info("tasks flagged as revoked", task_ids=ids)
         return {"ok": f"tasks {', '.join(ids)} flagged as revoked"}

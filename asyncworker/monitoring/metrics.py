@@ -211,10 +211,17 @@ class WorkerCollector(Collector):
                                     "broker may deliver now (0: no limit).", value=window)
         yield CounterMetricFamily("asyncworker_broker_reconnects", "Times the broker "
                                   "connection was re-established.", value=w.broker.reconnects)
+        outage = getattr(w.broker, "outage", None)
+        yield CounterMetricFamily("asyncworker_broker_connect_failures", "Failed attempts "
+                                  "to connect or reconnect to the broker.",
+                                  value=outage.failures if outage is not None else 0)
         writer = w.backend.batch_writer() if w.backend is not None else None
         yield CounterMetricFamily("asyncworker_backend_reconnects", "Result writes that "
                                   "succeeded after the backend had failed (the link came "
                                   "back).", value=writer.reconnects if writer else 0)
+        yield CounterMetricFamily("asyncworker_backend_write_failures", "Result write "
+                                  "attempts that failed with a transient error (retried).",
+                                  value=writer.failures if writer else 0)
         dropped = EVENT_DROPS.get(w)
         yield CounterMetricFamily("asyncworker_event_drops", "Monitoring events not sent "
                                   "(queue full or broker down).",

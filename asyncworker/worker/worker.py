@@ -19,12 +19,16 @@ import contextlib
 import importlib
 import signal
 import time
+from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from .. import backends
 from .. import broker as brokers
 from ..app import App
 from ..backends.base import ResultBackend
+from ..backends.errors import retry_transient
+from ..backoff import BackoffPolicy, Outage
 from ..broker.base import Broker
 from ..control.pidbox import Mailbox
 from ..deadletter import DeadLetters
@@ -183,9 +187,14 @@ class Worker:
         if self._install_signals:
             self._signals()
         guard_timers(asyncio.get_running_loop())  # a task's sleep(nan) must not stall us
-        if self.backend is not None:
-            await self.backend.setup()
-        await self.broker.connect()
+        # Connecting waits out an outage; a shutdown signal ends the wait.
+        if not await self._unless_stopped(self._connect()):
+            log.info("worker stopped before connecting", nodename=s.worker_nodename)
+            if self.backend is not None:
+                await self.backend.close()
+            await self.broker.close()
+            self.threads.shutdown(wait=False, cancel_futures=True)
+            return
         app.use_connections(self.broker, self.backend)
         queues = app.topology.consume_from(s.worker_queues or None)
         started: list[Service] = []
@@ -224,13 +233,36 @@ class Worker:
             self.threads.shutdown(wait=False, cancel_futures=True)
             log.info("worker stopped", nodename=s.worker_nodename)
 
+    async def _connect(self) -> None:
+        if self.backend is not None:
+            await self.backend.setup()
+        await self.broker.connect()
+
+    async def _unless_stopped(self, step: Coroutine[Any, Any, None]) -> bool:
+        """Run ``step`` to its end (True), or cancel it on a shutdown request (False)."""
+        work = asyncio.ensure_future(step)
+        stop = asyncio.ensure_future(self._stop.wait())
+        await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if work.done():
+            work.result()
+            return True
+        work.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await work
+        return False
+
     async def _restore_revoked(self) -> None:
         """Revoked ids persisted by earlier runs (Celery forgets them on restart)."""
         if self.backend is None:
             return
-        revoked = self.state.revoked
+        revoked, backend = self.state.revoked, self.backend
+        outage = Outage("result backend", backend.describe(),
+                        BackoffPolicy.from_settings(self.settings), log)
         try:
-            for task_id, when in await self.backend.load_revoked(time.time() - revoked.ttl):
+            loaded = await retry_transient(
+                lambda: backend.load_revoked(time.time() - revoked.ttl), outage)
+            for task_id, when in loaded:
                 revoked.add(task_id, when)
         except Exception as exc:
             log.warning("could not load revoked ids", error=repr(exc))

@@ -60,10 +60,10 @@ def coalesce(ops: Sequence[tuple[Any, ...]]) -> dict[str, tuple[Any, ...]]:
 class LostStore(abc.ABC):
     """Markers and leases; ``start`` / ``release`` are batched."""
 
-    def __init__(self, batch_size: int, describe: str, transient: tuple[type[BaseException], ...]
-                 ) -> None:
+    def __init__(self, batch_size: int, describe: str) -> None:
         self.describe = describe
-        self.writer = BatchWriter(self._write_many, transient, batch_size, describe)
+        # Transient database errors are retried by the writer (backends/errors.py).
+        self.writer = BatchWriter(self._write_many, batch_size, describe)
 
     async def setup(self) -> None:
         """Connect, prepare storage and start the batch writer."""
@@ -134,7 +134,7 @@ class MemoryLostStore(LostStore):
     """In one process (tests)."""
 
     def __init__(self) -> None:
-        super().__init__(100, "memory", ())
+        super().__init__(100, "memory")
         self.markers: dict[str, Marker] = {}
         self.leases: dict[str, float] = {}
 
@@ -189,9 +189,7 @@ class PostgresLostStore(LostStore):
     """Two small tables next to ``celery_taskmeta``; times by the server's clock."""
 
     def __init__(self, dsn: str, batch_size: int) -> None:
-        from ..backends.postgres import _TRANSIENT
-
-        super().__init__(batch_size, redact_url(dsn), _TRANSIENT)
+        super().__init__(batch_size, redact_url(dsn))
         self.dsn = dsn
         self._pool: Any = None
 
@@ -286,9 +284,7 @@ class RedisLostStore(LostStore):
     def __init__(self, url: str, batch_size: int) -> None:
         import redis.asyncio as aioredis
 
-        from ..backends.redis import _TRANSIENT
-
-        super().__init__(batch_size, redact_url(url), _TRANSIENT)
+        super().__init__(batch_size, redact_url(url))
         self.client: Any = aioredis.from_url(url)
         self._release = self.client.register_script(_RELEASE_LUA)
 

@@ -3,7 +3,9 @@
 When the broker link drops, every unacked message comes back ``redelivered``,
 and Celery runs such tasks again. Here a redelivered copy of a task still
 running in this worker waits for that run and is then acked; one whose result
-is already stored (its ack was lost) is acked without running.
+is already stored (its ack was lost) is acked without running. While the
+result backend is unreachable the check waits for it (the message stays
+unacked) rather than guess and run the task a second time.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import asyncio
 
 from ... import states
 from ...backends.base import ResultBackend
+from ...backends.errors import retry_transient
+from ...backoff import Outage
 from ...logging import get_logger
 from ..job import CANCELLED, IGNORED, REJECTED, Job, Outcome
 from ..middleware import CallNext, Finish
@@ -27,6 +31,7 @@ class Dedupe:
                  finish: Finish) -> None:
         self.state = state
         self.backend = backend
+        self.outage = Outage("result backend", backend.describe() if backend else "", None, log)
         self.finish = finish
 
     async def __call__(self, job: Job, call_next: CallNext) -> None:
@@ -50,8 +55,9 @@ class Dedupe:
                 outcome.kind == REJECTED and outcome.requeue))
         if self.backend is None:
             return False
+        backend = self.backend
         try:
-            stored = await self.backend.get(task_id)
+            stored = await retry_transient(lambda: backend.get(task_id), self.outage)
         except Exception as exc:
             log.warning("could not check redelivered task", task_id=task_id, error=repr(exc))
             return False

@@ -10,6 +10,7 @@ import pytest
 from asyncworker import states
 from asyncworker.backends.base import StoredResult, TaskOutcome
 from asyncworker.backends.memory import MemoryBackend
+from asyncworker.backoff import BackoffPolicy
 from asyncworker.broker.memory import MemoryBroker
 from asyncworker.worker.admission.dedupe import Dedupe
 from asyncworker.worker.job import ACTIVE, CANCELLED, IGNORED, REJECTED, Job, Outcome
@@ -29,7 +30,21 @@ from .helpers import (
 
 class _BrokenBackend(MemoryBackend):
     async def get(self, task_id: str) -> StoredResult | None:
-        raise ConnectionError("database down")
+        raise ValueError("undecodable row")
+
+
+class _RestartingBackend(MemoryBackend):
+    """Unreachable for its first two reads."""
+
+    def __init__(self) -> None:
+        super().__init__("json")
+        self.failures = 2
+
+    async def get(self, task_id: str) -> StoredResult | None:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionRefusedError(111, "database restarting")
+        return await super().get(task_id)
 
 
 async def _stored(backend: MemoryBackend, task_id: str, state: str) -> None:
@@ -74,6 +89,18 @@ async def test_without_a_usable_backend_the_copy_runs(
     job = await make_job(kit.app, "t.add", (1, 2), redelivered=True)
     await Dedupe(WorkerState(), backend, finish)(job, call_next)
     assert call_next.jobs == [job] and finish.calls == []
+
+
+async def test_an_unreachable_backend_is_waited_for_not_guessed(kit: Kit) -> None:
+    """A transient error retries the check: a finished task is still not run again."""
+    backend, finish, call_next = _RestartingBackend(), Finished(), Next()
+    job = await make_job(kit.app, "t.add", (1, 2), redelivered=True)
+    assert job.message is not None
+    await _stored(backend, job.message.id, states.SUCCESS)
+    dedupe = Dedupe(WorkerState(), backend, finish)
+    dedupe.outage.policy = BackoffPolicy(initial=0.001)
+    await dedupe(job, call_next)
+    assert call_next.jobs == [] and len(finish.calls) == 1 and backend.failures == 0
 
 
 @dataclass
