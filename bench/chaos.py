@@ -282,6 +282,15 @@ class Chaos:
                         "-D", str(data), "-l", str(data / "server.log"), "-w", "-t", "60",
                         *args], check=True, capture_output=True, timeout=120)
 
+    def durable_commits(self) -> None:
+        """``synchronous_commit = on`` for the project's role. The local servers run
+        with it off (for speed), and then ``restart -m immediate`` drops the last
+        commits: the database's loss, which would be counted against the worker."""
+        subprocess.run(["runuser", "-u", "postgres", "--", str(_pg_bin() / "psql"), "-h", "/tmp",
+                        "-p", str(self.services.pg_port), "-U", "postgres", "-qc",
+                        "ALTER ROLE asyncworker SET synchronous_commit = on"],
+                       check=True, capture_output=True, timeout=60)
+
     def records(self, key: str) -> list[tuple[str, str, float]]:
         return [tuple(json.loads(raw)) for raw in self.redis.lrange(key, 0, -1)]
 
@@ -410,7 +419,9 @@ def private_chaos() -> Iterator[Chaos]:
     (tmp / "logs").mkdir()
     try:
         services.start()
-        yield Chaos(services, tmp / "logs")
+        chaos = Chaos(services, tmp / "logs")
+        chaos.durable_commits()
+        yield chaos
     finally:
         services.stop()
         shutil.rmtree(tmp, ignore_errors=True)
