@@ -34,12 +34,12 @@ def _run(chaos: Chaos, acks: str, fault: str) -> Outcome:
     return outcome
 
 
-# Issue 12 point 1 (transient database errors): on a PostgreSQL restart a store
-# that hits the pool's dead connection is taken for a task failure and the message
-# is dead-lettered. Seen failing (1 task of 300) with ten fast restarts; remove
+# Issue 12 point 1 (transient database errors): a result write that meets a
+# pooled connection broken by a PostgreSQL restart is taken for a task failure.
+# Seen once (1 task of 300 without a SUCCESS row) with ten fast restarts; remove
 # once that is fixed.
 _DB_RESTART_XFAIL = pytest.mark.xfail(
-    strict=False, reason="issue 12 point 1: a store on a dead DB connection dead-letters the task")
+    strict=False, reason="issue 12 point 1: a PostgreSQL restart can cost a late-acked task")
 LATE_FAULTS = [pytest.param(f, marks=_DB_RESTART_XFAIL) if f == "pg-restart-fast-x10" else f
                for f in FAULTS]
 
