@@ -66,7 +66,10 @@ class PrivateServices:
 
     def run(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
         """``services.sh ARGS`` for this set (raises if it fails)."""
+        # In the state directory: a RabbitMQ node restarted after a crash writes its
+        # crash dumps to its working directory.
         return subprocess.run(["bash", str(SCRIPT), *args], env=self.env, check=True,
+                              cwd=self.state_dir,
                               capture_output=True, text=True, timeout=timeout)
 
     def start(self) -> None:
