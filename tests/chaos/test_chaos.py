@@ -34,17 +34,9 @@ def _run(chaos: Chaos, acks: str, fault: str) -> Outcome:
     return outcome
 
 
-# Issue 12 point 1 (transient database errors): a result write that meets a
-# pooled connection broken by a PostgreSQL restart is taken for a task failure.
-# Seen once (1 task of 300 without a SUCCESS row) with ten fast restarts; remove
-# once that is fixed.
-_DB_RESTART_XFAIL = pytest.mark.xfail(
-    strict=False, reason="issue 12 point 1: a PostgreSQL restart can cost a late-acked task")
-LATE_FAULTS = [pytest.param(f, marks=_DB_RESTART_XFAIL) if f == "pg-restart-fast-x10" else f
-               for f in FAULTS]
 
 
-@pytest.mark.parametrize("fault", LATE_FAULTS)
+@pytest.mark.parametrize("fault", FAULTS)
 def test_acks_late_loses_nothing_and_reruns_only_tasks_in_flight(chaos: Chaos,
                                                                  fault: str) -> None:
     outcome = _run(chaos, "late", fault)
