@@ -12,23 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 
-import redis.asyncio as aioredis
-
 from asyncworker import App, Task
+from tests.apps.clients import lazy_redis
 
 app = App("chaos")
 
-_client: aioredis.Redis | None = None
-
-
-def _redis() -> aioredis.Redis:
-    global _client
-    if _client is None:
-        _client = aioredis.from_url(os.environ["CHAOS_REDIS_URL"])
-    return _client
+_redis = lazy_redis("CHAOS_REDIS_URL")
 
 
 async def _record_run(task_id: str, key: str, seconds: float) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from asyncworker import App, Ignore, Reject, SoftTimeLimitExceeded, Task
+from tests.apps.clients import lazy_redis
 
 app = App("compat")
 
@@ -33,14 +34,7 @@ class RecordingTask(Task):
         await _redis().rpush(f"hooks:{task_id}", f"failure:{type(exc).__name__}")
 
 
-_client: aioredis.Redis | None = None
-
-
-def _redis() -> aioredis.Redis:
-    global _client
-    if _client is None:
-        _client = aioredis.from_url(os.environ["ASYNCWORKER_TEST_REDIS_URL"])
-    return _client
+_redis = lazy_redis("ASYNCWORKER_TEST_REDIS_URL")
 
 
 @app.task(name="compat.add_async")

@@ -8,24 +8,15 @@ defines the same task for a real Celery worker.
 from __future__ import annotations
 
 import json
-import os
 import time
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from asyncworker import App, Task
+from tests.apps.clients import lazy_redis
 
 app = App("longeta")
 
-_client: aioredis.Redis | None = None
-
-
-def _redis() -> aioredis.Redis:
-    global _client
-    if _client is None:
-        _client = aioredis.from_url(os.environ["ASYNCWORKER_TEST_REDIS_URL"])
-    return _client
+_redis = lazy_redis("ASYNCWORKER_TEST_REDIS_URL")
 
 
 @app.task(name="longeta.stamp", bind=True)
