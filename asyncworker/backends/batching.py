@@ -31,7 +31,7 @@ class BatchWriter:
     """Queue rows; one background task writes them in batches."""
 
     def __init__(self, write_many: WriteMany, batch_size: int, describe: str,
-                 policy: BackoffPolicy | None = None) -> None:
+                 policy: BackoffPolicy | None = None, what: str = "result backend") -> None:
         self._write_many = write_many
         self._batch_size = max(1, batch_size)
         self._describe = describe
@@ -42,7 +42,8 @@ class BatchWriter:
         # Monitoring: each written batch is reported as (rows, seconds) to the
         # observers; the outage counts failed attempts and recoveries.
         self.observers: list[Callable[[int, float], None]] = []
-        self.outage = Outage("result backend", describe, policy, log)
+        # ``what`` names the writer in its outage log lines ("result backend ...").
+        self.outage = Outage(what, describe, policy, log)
 
     @property
     def failing(self) -> bool:

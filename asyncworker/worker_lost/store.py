@@ -63,7 +63,8 @@ class LostStore(abc.ABC):
     def __init__(self, batch_size: int, describe: str) -> None:
         self.describe = describe
         # Transient database errors are retried by the writer (backends/errors.py).
-        self.writer = BatchWriter(self._write_many, batch_size, describe)
+        self.writer = BatchWriter(self._write_many, batch_size, describe,
+                                  what="worker-lost markers")
 
     async def setup(self) -> None:
         """Connect, prepare storage and start the batch writer."""
