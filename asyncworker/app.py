@@ -32,6 +32,7 @@ from .events.plugin import EventsPlugin
 from .hooks import HookSet, WorkerHooks
 from .message import TaskMessage
 from .monitoring import MonitoringPlugin
+from .parked.plugin import ParkedPlugin
 from .plugins import ControlCommand, Plugin, load_plugin
 from .result import AsyncResult as ResultHandle
 from .settings import Settings
@@ -86,6 +87,7 @@ class App:
         self.use(EventsPlugin())  # built in: worker events always, task events on request
         self.use(MonitoringPlugin())  # built in: metrics and probes, off until a port is set
         self.use(WorkerLostPlugin())  # built in: late-ack tasks lost with their worker
+        self.use(ParkedPlugin())  # built in: far-future tasks parked in the broker stay listed
 
     # -- extension points ---------------------------------------------------
     def use(self, plugin: Plugin) -> Plugin:

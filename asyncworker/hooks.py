@@ -93,6 +93,11 @@ class WorkerHooks:
         far): ``action`` is ``isolate`` (run again alone), ``fail`` (WorkerLostError)
         or ``poison`` (dead-lettered). Not a closing hook."""
 
+    def task_parked(self, job: Job, delay_queue: str, returns_at: float) -> None:
+        """``job``'s message, due past the hold limit, was parked in ``delay_queue``
+        and has left this worker; the broker brings it back at ``returns_at`` (a
+        Unix time). Not a closing hook: it is received again on its return."""
+
 
 _POINTS = [name for name in vars(WorkerHooks) if not name.startswith("_")]
 
@@ -182,6 +187,9 @@ class HookSet(WorkerHooks):
 
     def task_worker_lost(self, job: Job, deaths: int, action: str) -> None:
         self._call("task_worker_lost", job, deaths, action)
+
+    def task_parked(self, job: Job, delay_queue: str, returns_at: float) -> None:
+        self._call("task_parked", job, delay_queue, returns_at)
 
 
 class LogHooks(WorkerHooks):

@@ -32,8 +32,8 @@ it on time too.
 
 The bucket queues are named ``asyncworker.delay.<seconds>s.<queue>``, a
 prefix Celery never declares, one set per task queue, declared on first use.
-While a message is parked no worker holds it: ``inspect scheduled`` lists it
-again only once it is back and held for its last stretch.
+While a message is parked no worker holds it: the ``task_parked`` hook lets
+the ``parked`` plugin record it, so ``inspect scheduled`` still lists it.
 """
 
 from __future__ import annotations

@@ -159,6 +159,49 @@ def test_parked_task_runs_once_on_time_across_a_restart(
     assert channel_trouble(first) == [] and channel_trouble(second) == []
 
 
+def test_inspect_scheduled_lists_a_parked_task_across_a_restart(
+        rabbit: PrivateServices, client: Any, start: Callable[..., WorkerProcess],
+        queue_name: str, redis_client: Any) -> None:
+    """While parked no worker holds it, yet ``celery inspect scheduled`` lists it on
+    the node that parked it, from a record in the result backend, also after that
+    node restarts; it then runs once, on time."""
+    key = uuid.uuid4().hex
+    node = f"parker-{queue_name}@longeta"
+    first = start("parker")
+    # 30 s out: parked in the 16 s bucket, so it is still away after a restart.
+    sent = client.send_task("longeta.stamp", args=[key],
+                            countdown=30, queue=queue_name)
+    parked = wait_for(lambda: first.events("task parked until its ETA"), 10, what="parked")[0]
+    inspect = client.control.inspect(destination=[node], timeout=1.0)
+
+    def listed() -> list[Any]:
+        return [s for s in (inspect.scheduled() or {}).get(node, [])
+                if s["request"]["id"] == sent.id]
+
+    def check(found: list[Any]) -> None:
+        assert len(found) == 1
+        entry = found[0]
+        assert entry["eta"] == parked["eta"]
+        assert entry["request"]["name"] == "longeta.stamp"
+        assert entry["request"]["args"] == [key]
+        assert entry["request"]["kwargs"] == {}
+        assert entry["parked"]["delay_queue"] == parked["delay_queue"]
+
+    check(wait_for(listed, 10, interval=0.2, what="listed while parked"))
+    # Nothing holds it: it is in the delay queue, not unacked anywhere.
+    assert queue_counts(rabbit).get(parked["delay_queue"]) == (1, 0)
+    first.stop()
+    second = start("parker")  # the same node name, a new process
+    check(listed())
+    assert queue_counts(rabbit).get(parked["delay_queue"]) == (1, 0)
+    done = wait_for(lambda: runs(redis_client, key), 40, what="the run")
+    assert abs(done[0]["ran"] - datetime.fromisoformat(parked["eta"]).timestamp()) <= 1.0
+    # Run and gone: no longer listed; run once.
+    wait_for(lambda: not listed(), 10, what="no longer listed")
+    assert len(runs(redis_client, key)) == 1
+    assert channel_trouble(second) == []
+
+
 def test_celery_worker_runs_a_parked_task_on_time(
         rabbit: PrivateServices, client: Any, start: Callable[..., WorkerProcess],
         queue_name: str, redis_client: Any, tmp_path: Path) -> None:

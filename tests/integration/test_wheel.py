@@ -76,7 +76,7 @@ def test_default_app_reads_the_packaged_config(installed: Path, tmp_path: Path) 
 
     report = json.loads(run_elsewhere(installed, tmp_path, "-m", "asyncworker", "config"))
     assert report["sources"][1] == str(installed / PACKAGED_CONFIG)
-    assert report["plugins"] == ["beat", "events", "monitoring", "worker_lost", "vision"]
+    assert report["plugins"] == ["beat", "events", "monitoring", "worker_lost", "parked", "vision"]
     settings = report["settings"]
     assert list(settings["task_queues"]) == GROWBIN_QUEUES
     assert settings["task_routes"]["workers.ai.tasks.gpt5_analysis_task"] == {

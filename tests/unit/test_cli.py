@@ -144,7 +144,7 @@ def test_config_prints_effective_settings(capsys: pytest.CaptureFixture[str]) ->
     assert main(["config", "-A", f"{HERE}:app"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["app"] == f"{HERE}:app"
-    assert report["plugins"] == ["beat", "events", "monitoring", "worker_lost", "greet"]
+    assert report["plugins"] == ["beat", "events", "monitoring", "worker_lost", "parked", "greet"]
     assert report["sources"] == ["App('cli-test')", "environment"]
     assert report["settings"]["broker_url"] == "amqp://u:***@127.0.0.1:1//"
     assert report["settings"]["greet"] == {"greeting": "hello"}
@@ -157,7 +157,7 @@ def test_python_m_asyncworker(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "asyncworker", "config"], cwd=tmp_path,
                           env=env, capture_output=True, text=True, timeout=60, check=True)
     report = json.loads(done.stdout)
-    assert report["plugins"] == ["beat", "events", "monitoring", "worker_lost", "vision"]
+    assert report["plugins"] == ["beat", "events", "monitoring", "worker_lost", "parked", "vision"]
     assert report["sources"][1].endswith("asyncworker/contrib/vision/vision_analysis.toml")
     assert "vision_analysis" in report["settings"]["task_queues"]
     assert report["settings"]["vision"]["gpt_model"] == "gpt-5"

@@ -144,7 +144,7 @@ def test_worker_plugins_are_enabled_before_their_keys_are_checked(
     app = App("t", config_file=str(path), worker_plugins=[f"{__name__}:CachePlugin"])
     vision = app.settings.section(VisionSettings)  # the file's list wins over the code's
     assert [p.name for p in app.plugins] == [
-        "beat", "events", "monitoring", "worker_lost", "vision"]
+        "beat", "events", "monitoring", "worker_lost", "parked", "vision"]
     assert vision.gpt_model == "m"
     assert "workers.ai.tasks.gpt5_analysis_task" in app.tasks
 
@@ -156,9 +156,9 @@ def test_worker_plugins_are_enabled_before_their_keys_are_checked(
                        f'["{__name__}:cache_plugin", "asyncworker.contrib.vision:VisionPlugin"]')
     app = App("t3", config_file=str(toml(tmp_path, "[cache]\ncache_ttl = 5\n")))
     s = app.settings
-    assert app.plugins[4] is cache_plugin
+    assert app.plugins[5] is cache_plugin
     assert [p.name for p in app.plugins] == [
-        "beat", "events", "monitoring", "worker_lost", "cache", "vision"]
+        "beat", "events", "monitoring", "worker_lost", "parked", "cache", "vision"]
     assert s.section(CacheSettings).cache_ttl == 5.0
     assert app.settings is s  # loaded once
 

@@ -144,7 +144,7 @@ def test_plugin_registers_tasks_clients_and_section() -> None:
     assert {tasks.UPLOAD, tasks.ANALYSIS} <= set(app.tasks)
     assert app.tasks[tasks.ANALYSIS].bind is True
     assert len(app._lifespans) == before + 1
-    assert len(app.plugins) == 5  # beat, events, monitoring, worker_lost, vision
+    assert len(app.plugins) == 6  # beat, events, monitoring, worker_lost, parked, vision
     assert app.settings_sections() == [BeatSettings, EventsSettings, MonitoringSettings,
                                        WorkerLostSettings, VisionSettings]
 
@@ -153,7 +153,7 @@ def test_plugin_registers_tasks_clients_and_section() -> None:
     pipeline.install(bench_like)
     assert not {tasks.UPLOAD, tasks.ANALYSIS} & set(bench_like.tasks)
     assert [p.name for p in bench_like.plugins] == ["beat", "events", "monitoring",
-                                                    "worker_lost", "vision-clients"]
+                                                    "worker_lost", "parked", "vision-clients"]
 
 
 async def test_clients_and_tasks_read_the_section(monkeypatch: pytest.MonkeyPatch) -> None:

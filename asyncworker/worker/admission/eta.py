@@ -8,6 +8,8 @@ No message is held unacked longer than ``worker_eta_hold_limit``: RabbitMQ
 would close the channel past its ``consumer_timeout``. One due later is
 parked in a delay queue (``broker/delay.py``) and comes back shortly before
 its ETA; a broker that cannot park (the in-memory one) holds it as before.
+A parked task is announced with the ``task_parked`` hook, which the
+``parked`` plugin records so that ``inspect scheduled`` still lists it.
 When parking fails, the message is held for the limit at most and then
 handed back to the broker, which delivers it again for another try.
 """
@@ -15,10 +17,12 @@ handed back to the broker, which delivers it again for another try.
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime
 
 from ...broker import delay as delay_queues
 from ...broker.base import Broker
+from ...hooks import WorkerHooks
 from ...logging import get_logger
 from ..job import RECEIVED, RESERVED, SCHEDULED, Job
 from ..middleware import CallNext
@@ -31,8 +35,9 @@ class Eta:
     """Wait until ``job.message.eta``, or park the message when that is too far."""
 
     def __init__(self, state: WorkerState, broker: Broker | None = None,
-                 hold_limit: float | None = None) -> None:
+                 hold_limit: float | None = None, hooks: WorkerHooks | None = None) -> None:
         self.state = state
+        self.hooks = hooks
         self.broker = broker if broker is not None and broker.can_park else None
         self.hold_limit = hold_limit
 
@@ -85,7 +90,9 @@ class Eta:
         # It has left: no closing hook fires (it is received again on its return).
         job.closed = True
         assert job.message is not None and job.message.eta is not None
+        delay_queue = delay_queues.bucket_name(job.queue, 2 ** level)
         log.info("task parked until its ETA", task_id=job.id, task=job.name,
-                 eta=job.message.eta.isoformat(), bucket=2 ** level,
-                 delay_queue=delay_queues.bucket_name(job.queue, 2 ** level))
+                 eta=job.message.eta.isoformat(), bucket=2 ** level, delay_queue=delay_queue)
+        if self.hooks is not None:
+            self.hooks.task_parked(job, delay_queue, time.time() + 2 ** level)
         return True
