@@ -31,6 +31,8 @@ import pytest
 from tests.conftest import REPO, WorkerProcess, process_env
 
 PIP = ("-m", "pip", "--disable-pip-version-check", "--quiet")
+#: What the wheel is built from (the Dockerfile's build stage copies the same).
+WHEEL_SOURCES = ("pyproject.toml", "README.md", "asyncworker")
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,10 +81,12 @@ def build_wheel(root: Path) -> Path:
     """Build the wheel from a clean copy of its sources under ``root``."""
     source = root / "source"
     source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy2(REPO / name, source / name)
-    shutil.copytree(REPO / "asyncworker", source / "asyncworker",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for name in WHEEL_SOURCES:
+        if (REPO / name).is_dir():
+            shutil.copytree(REPO / name, source / name,
+                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copy2(REPO / name, source / name)
     subprocess.run([sys.executable, *PIP, "wheel", "--no-deps", "-w", str(root / "dist"),
                     str(source)], check=True, timeout=300, cwd=root)
     [wheel] = (root / "dist").glob("asyncworker-*.whl")
