@@ -22,7 +22,7 @@ class Instruction:
     text: str  # the arguments as written (flags included), on one line
 
     def flags(self) -> dict[str, str]:
-        """The leading ``--name=value`` flags (``COPY --from=builder``, ``HEALTHCHECK --interval=``)."""
+        """The ``--name=value`` flags (``COPY --from=``, ``HEALTHCHECK --interval=``)."""
         return dict(re.findall(r"--([\w-]+)=(\S+)", self.text.split(" CMD ")[0]))
 
     def exec_form(self) -> list[str]:
