@@ -77,6 +77,13 @@ class Installed:
         return WorkerProcess([], env, log, None, program=self.resolve(argv), cwd=cwd)
 
 
+def pip(python: str | Path, *args: str, cwd: Path) -> None:
+    """``python -m pip ARGS``; its output is shown only when it fails."""
+    done = subprocess.run([str(python), *PIP, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, f"pip {' '.join(args)} failed:\n{done.stdout}{done.stderr}"
+
+
 def build_wheel(root: Path) -> Path:
     """Build the wheel from a clean copy of its sources under ``root``."""
     source = root / "source"
@@ -87,8 +94,7 @@ def build_wheel(root: Path) -> Path:
                             ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         else:
             shutil.copy2(REPO / name, source / name)
-    subprocess.run([sys.executable, *PIP, "wheel", "--no-deps", "-w", str(root / "dist"),
-                    str(source)], check=True, timeout=300, cwd=root)
+    pip(sys.executable, "wheel", "--no-deps", "-w", str(root / "dist"), str(source), cwd=root)
     [wheel] = (root / "dist").glob("asyncworker-*.whl")
     return wheel
 
@@ -101,8 +107,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
     venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120,
                    cwd=root)
-    subprocess.run([str(venv / "bin" / "python"), *PIP, "install", str(wheel)],
-                   check=True, timeout=600, cwd=root)
+    pip(venv / "bin" / "python", "install", str(wheel), cwd=root)
     yield Installed(wheel, venv)
 
 
