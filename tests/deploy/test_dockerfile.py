@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -123,7 +124,8 @@ def test_the_image_commands_against_a_worker(builder_and_image: tuple[Stage, Sta
     worker = installed.start(command, elsewhere, env, elsewhere / "worker.log")
     try:
         worker.wait_ready(60)
-        assert worker.proc.args[0] == str(installed.python), "no shell in between"
+        assert os.readlink(f"/proc/{worker.proc.pid}/exe") == os.path.realpath(
+            installed.python), "the signalled process is Python: no shell in between"
         probe = installed.run(healthcheck, elsewhere, env)
         assert probe.returncode == 0, probe.stderr
         assert result_of(celery_app.send_task("asyncworker.sample.add", [2, 3],

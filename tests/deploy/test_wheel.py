@@ -116,9 +116,7 @@ def test_worker_and_beat_serve_a_celery_client(installed: Installed, elsewhere: 
         beat.wait_ready(60, event="beat started")
         fired = wait_for(lambda: [line for line in beat.events("beat fired")
                                   if line["entry"] == entry], 30, what="the entry firing")
-        from celery.result import AsyncResult
-
-        assert result_of(AsyncResult(fired[0]["task_id"], app=celery_app)) == 42
+        assert result_of(celery_app.AsyncResult(fired[0]["task_id"])) == 42
     finally:
         beat.stop()
         worker.stop()
