@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,12 +87,17 @@ class WorkerProcess:
     logging JSON to a file."""
 
     def __init__(self, args: list[str], env: dict[str, str], log_path: Path,
-                 command: str = "worker") -> None:
+                 command: str | None = "worker", *,
+                 program: Sequence[str] = (sys.executable, "-m", "asyncworker"),
+                 cwd: Path = REPO) -> None:
+        """``program`` is how asyncworker is started (another interpreter, a
+        console script, a container's whole command line with ``command=None``),
+        ``cwd`` where."""
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "asyncworker", command, *args],
-            cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+            [*program, *([command] if command else []), *args],
+            cwd=cwd, env=env, stdout=self._log, stderr=subprocess.STDOUT,
         )
 
     def lines(self) -> list[dict[str, Any]]:

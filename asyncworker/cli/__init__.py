@@ -31,9 +31,10 @@ BUILTIN_COMMANDS: tuple[CliCommand, ...] = (WorkerCommand(), BeatCommand(), DlqC
 
 def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     """The argument parser: the built-in subcommands, and when ``argv`` does not
-    start with one of them, those of the plugins of the App it names."""
+    start with one of them, those of the plugins of the App it names
+    (``--version`` loads no App: it answers without reading any settings)."""
     registry = Registry(BUILTIN_COMMANDS)
-    if not argv or argv[0] not in registry:
+    if not argv or (argv[0] not in registry and argv[0] != "--version"):
         registry.add_plugin_commands(argv)
     return registry.parser()
 

@@ -13,6 +13,7 @@ import argparse
 import sys
 from collections.abc import Iterable, Sequence
 
+from .. import __version__
 from ..exceptions import ImproperlyConfigured
 from ..plugins import CliCommand
 from .apps import add_app_arguments, configured_app
@@ -60,6 +61,7 @@ class Registry:
         """The parser: one subparser per command, with the shared app options."""
         parser = argparse.ArgumentParser(prog="asyncworker",
                                          description="asyncio worker for Celery task queues")
+        parser.add_argument("--version", action="version", version=f"asyncworker {__version__}")
         sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
         for command in self.commands.values():
             child = sub.add_parser(command.name, help=command.help, description=command.help)

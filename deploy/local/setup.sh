@@ -26,4 +26,11 @@ if [ ! -x .venv-tools/exporter/bin/python ]; then
 fi
 .venv-tools/exporter/bin/python -m pip install -q "prometheus-exporter-celery==0.11.2"
 
+# systemd-analyze verifies deploy/systemd/ (tests/deploy); it needs no running systemd.
+if ! command -v systemd-analyze >/dev/null; then
+  echo "[setup] installing systemd (for systemd-analyze)" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd >/dev/null
+fi
+
 "$repo/deploy/local/services.sh" start

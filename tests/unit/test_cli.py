@@ -13,6 +13,7 @@ from typing import ClassVar
 
 import pytest
 
+import asyncworker
 from asyncworker import App
 from asyncworker.cli import BUILTIN_COMMANDS, build_parser, load_app, main
 from asyncworker.cli.registry import Registry
@@ -113,6 +114,17 @@ def test_unknown_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
     err = capsys.readouterr().err
     assert "plugin subcommands unavailable" in err and "is not an asyncworker App" in err
     assert "invalid choice: 'greet'" in err
+
+
+def test_version_loads_no_app(capsys: pytest.CaptureFixture[str],
+                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--version`` answers even when the settings could not be read."""
+    monkeypatch.setenv("ASYNCWORKER_CONFIG", "/nonexistent/asyncworker.toml")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    out, err = capsys.readouterr()
+    assert out == f"asyncworker {asyncworker.__version__}\n" and not err
 
 
 def test_a_plugin_cannot_take_a_builtin_name() -> None:
