@@ -127,3 +127,32 @@ def test_dockerfile_entrypoint_is_the_one_commands_follow() -> None:
     lines = [line for line in dockerfile.read_text().splitlines()
              if line.strip().upper().startswith("ENTRYPOINT")]
     assert [json.loads(line.split(None, 1)[1]) for line in lines][-1] == list(ENTRYPOINT)
+
+
+def test_urls_between_services_use_their_ports_and_credentials() -> None:
+    services = compose_file.services()
+    rabbit, pg = services["rabbitmq"].environment, services["postgres"].environment
+    given = {  # (user, password, path) a URL to the service must carry
+        "rabbitmq": {(rabbit["RABBITMQ_DEFAULT_USER"], rabbit["RABBITMQ_DEFAULT_PASS"])},
+        "postgres": {(pg["POSTGRES_USER"], pg["POSTGRES_PASSWORD"])},
+        "redis": {("", services["redis"].environment["REDISCLI_AUTH"])},
+    }
+    model_api = services["model-api"].spec["entrypoint"]
+    listening = {  # the images' defaults, and the model API's own --port
+        "rabbitmq": {5672, 15672}, "postgres": {5432}, "redis": {6379}, "s3": {5000},
+        "model-api": {int(model_api[model_api.index("--port") + 1])},
+    }
+    seen = set()
+    for service in services.values():
+        texts = [*service.environment.values(), *service.spec.get("entrypoint", [])]
+        for text in texts:
+            for url in re.findall(r"[a-z+]+://[^\s'\"]+", text):
+                parts = urlsplit(url)
+                if parts.hostname in services:
+                    assert parts.port in listening[parts.hostname], (service.name, url)
+                    if parts.hostname in given:
+                        assert (parts.username, parts.password) in given[parts.hostname], url
+                    if parts.hostname == "postgres":
+                        assert parts.path == "/" + pg["POSTGRES_DB"], url
+                    seen.add(parts.hostname)
+    assert seen == set(listening)
