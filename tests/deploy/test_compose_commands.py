@@ -2,6 +2,8 @@
 checkout with the service's own command and environment (compose.yaml filled in
 from .env.example) against the loopback services, so the file cannot rot
 unnoticed: a wrong subcommand, option, setting name or health check fails here.
+The model API service (bench/fake_openai.py from the asyncworker image, bench/
+mounted) is run the same way, from the directory its mount makes.
 
 Changed, and only this: a URL whose host is a compose service gets the loopback
 server's address, credentials and (but for HTTP APIs) path: RabbitMQ in a vhost
@@ -210,3 +212,27 @@ def test_beat_replicas_fire_each_tick_once(loopback: dict[str, str], tmp_path: P
 
         with Connection(loopback["rabbitmq"]) as conn:
             conn.default_channel.queue_delete(queue)
+
+
+def test_model_api_service_runs_from_the_mounted_bench() -> None:
+    """The model API's entrypoint, from the directory its mount makes, answers its check."""
+    service = compose_file.services()["model-api"]
+    [(target, host)] = service.binds.items()
+    assert str(Path(target).parent) == service.spec["working_dir"]
+    argv = [sys.executable if arg == "python" else arg for arg in service.spec["entrypoint"]]
+    port = argv[argv.index("--port") + 1]
+    free = str(free_port())
+    argv[argv.index("--port") + 1] = free
+    argv[argv.index("--host") + 1] = "127.0.0.1"  # not every address of a shared host
+    check = [sys.executable if arg == "python" else arg.replace(f":{port}/", f":{free}/")
+             for arg in service.healthcheck_argv()]
+    env = {**os.environ, **service.environment}
+    server = subprocess.Popen(argv, cwd=host.parent, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: subprocess.run(check, env=env, capture_output=True).returncode == 0
+                 or server.poll() is not None, 30, interval=0.5, what="model API health check")
+        assert server.poll() is None, f"model API exited {server.returncode}"
+    finally:
+        server.terminate()
+        server.wait(30)
