@@ -64,6 +64,16 @@ def services() -> dict[str, str]:
     return {"broker": BROKER_URL, "postgres": PG_DSN, "redis": REDIS_URL}
 
 
+def own_vhost(name: str) -> str:
+    """The broker URL of RabbitMQ vhost ``name`` (created if missing, guest allowed):
+    for tests whose workers must not meet other tests' on the shared queues."""
+    ctl = ["bash", str(REPO / "deploy/local/services.sh"), "rabbitmqctl", "-q"]
+    subprocess.run([*ctl, "add_vhost", name], capture_output=True)  # exists: fine
+    subprocess.run([*ctl, "set_permissions", "-p", name, "guest", ".*", ".*", ".*"],
+                   check=True, capture_output=True)
+    return BROKER_URL.rstrip("/") + "/" + name
+
+
 @pytest.fixture(scope="session")
 def celery_app(services: dict[str, str]) -> Any:
     """A real Celery client: producer and result reader, as a deployment would use."""

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import BROKER_URL, PG_DSN, REPO, process_env, wait_for
+from tests.conftest import PG_DSN, REPO, own_vhost, process_env, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -207,12 +207,7 @@ def exporter_python() -> Path:
 def vhost(services: dict[str, str]) -> str:
     """A RabbitMQ vhost of this test's own: celery-exporter broadcasts ``inspect``
     to every worker it can reach, and must see only this fleet."""
-    name = "asyncworker-monitoring"
-    ctl = ["bash", str(REPO / "deploy/local/services.sh"), "rabbitmqctl", "-q"]
-    subprocess.run([*ctl, "add_vhost", name], capture_output=True)  # exists: fine
-    subprocess.run([*ctl, "set_permissions", "-p", name, "guest", ".*", ".*", ".*"],
-                   check=True, capture_output=True)
-    return BROKER_URL.rstrip("/") + "/" + name
+    return own_vhost("asyncworker-monitoring")
 
 
 @pytest.fixture
