@@ -51,6 +51,10 @@ class BackoffConnection(RobustConnection):
         self.url = URL(self.amqp_url(failover.current))
         return round_over
 
+    def _target(self) -> str:
+        """The node being tried, as ``broker_url`` writes it, without the password."""
+        return redact_url(self.failover.current if self.failover else str(self.url))
+
     @property  # type: ignore[override]
     def reconnect_interval(self) -> float:
         """Seconds to wait after the last failed attempt (read by aio-pika's loop)."""
@@ -79,13 +83,13 @@ class BackoffConnection(RobustConnection):
             raise
         except Exception as exc:
             if outage is not None:
-                outage.target = redact_url(str(self.url))
+                outage.target = self._target()
                 self._delay = outage.failed(exc, pause=self._move_on(failed=True))
             raise
         if self.failover is not None:
             self.failover.succeeded()
         if outage is not None:
-            outage.target = redact_url(str(self.url))
+            outage.target = self._target()
             outage.recovered()
             self._delay = outage.policy.initial
 
