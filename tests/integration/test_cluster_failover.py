@@ -188,3 +188,24 @@ def test_worker_survives_the_loss_of_its_node(cluster: RabbitCluster, pg: Any,
     finally:
         worker.stop()
         producer.join(timeout=30)
+
+
+async def test_connect_skips_a_dead_node_without_a_pause(services: dict[str, str]) -> None:
+    from asyncworker.broker.amqp import AmqpBroker
+    from tests.conftest import BROKER_URL
+    from tests.private_services import free_port
+
+    dead = f"amqp://guest:guest@127.0.0.1:{free_port()}//"
+    broker = AmqpBroker([dead, BROKER_URL])
+    started = time.monotonic()
+    await broker.connect()
+    try:
+        assert broker.node_url() == BROKER_URL
+        assert broker.outage.failures == 1
+        assert time.monotonic() - started < 5  # no backoff pause before the second node
+    finally:
+        await broker.close()
+    other = free_port()
+    alone = AmqpBroker([dead, f"amqp://guest:guest@127.0.0.1:{other}//"])
+    with pytest.raises(OSError, match=str(other)):
+        await alone.connect(retry=False)  # each node once, then the last error
