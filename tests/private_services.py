@@ -27,6 +27,15 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "deploy" / "local" / "services.sh"
 
 
+def alive(pid: int) -> bool:
+    """Process ``pid`` runs (a zombie left for an absent parent to reap does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 def free_port() -> int:
     """A TCP port nothing listens on now (the OS's pick)."""
     with socket.socket() as s:
@@ -105,7 +114,7 @@ class PrivateServices:
         pid = self.rabbit_pid()
         os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 30
-        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        while alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
 
 
@@ -151,4 +160,4 @@ class RabbitCluster:
 
     def nodes_up(self) -> list[PrivateServices]:
         """The nodes whose VM runs."""
-        return [n for n in self.nodes if Path(f"/proc/{n.rabbit_pid()}").exists()]
+        return [n for n in self.nodes if alive(n.rabbit_pid())]

@@ -47,7 +47,11 @@ class BackoffConnection(RobustConnection):
         failover = self.failover
         if failover is None:
             return True
-        round_over = failover.failed() if failed else (failover.advance(), False)[1]
+        round_over = False
+        if failed:
+            round_over = failover.failed()
+        else:
+            failover.advance()
         self.url = URL(self.amqp_url(failover.current))
         return round_over
 
