@@ -75,7 +75,7 @@ class Outage:
         #: Outages that ended with a successful attempt.
         self.recoveries = 0
         self.since: float | None = None
-        self._attempt = 0
+        self._attempt = self._level = 0
         self._escalated = False
 
     @property
@@ -87,20 +87,25 @@ class Outage:
         """A working connection dropped: the outage starts (one WARNING)."""
         if self.since is None:
             self.since = self.clock()
-            self._attempt = 0
+            self._attempt = self._level = 0
             self._escalated = False
         cause = (redact_text(str(exc)) or type(exc).__name__) if exc is not None else None
         self.log.warning(f"{self.what} connection lost; reconnecting", target=self.target,
                          error=cause)
 
-    def failed(self, exc: BaseException) -> float:
-        """Count and log one failed attempt; return the seconds to wait before the next."""
+    def failed(self, exc: BaseException, pause: bool = True) -> float:
+        """Count and log one failed attempt; return the seconds to wait before the next.
+
+        ``pause=False``: the next attempt goes elsewhere (another node of a
+        failover list) at once, and the backoff does not grow.
+        """
         now = self.clock()
         if self.since is None:
             self.since = now
-            self._attempt = 0
+            self._attempt = self._level = 0
             self._escalated = False
-        delay = self.policy.delay(self._attempt, self.rng)
+        delay = self.policy.delay(self._level, self.rng) if pause else 0.0
+        self._level += pause
         self._attempt += 1
         self.failures += 1
         down_for = now - self.since

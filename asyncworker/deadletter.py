@@ -126,10 +126,12 @@ def _sanitize(value: Any, path: str, depth: int, notes: list[str]) -> Any:
     return _as_text(value, path, f"type {type(value).__name__} has no AMQP type", notes)
 
 
-def dlq_spec(queue: str, suffix: str) -> QueueSpec:
-    """The dead-letter queue of ``queue``: durable, on the default exchange."""
+def dlq_spec(queue: str, suffix: str, queue_type: str = "classic") -> QueueSpec:
+    """The dead-letter queue of ``queue``: durable, on the default exchange, of the
+    same type as ``queue`` (``Topology.queue_type``)."""
     name = queue + suffix
-    return QueueSpec(name, ExchangeSpec(""), name)
+    arguments = {"x-queue-type": "quorum"} if queue_type == "quorum" else {}
+    return QueueSpec(name, ExchangeSpec(""), name, arguments=arguments)
 
 
 class DeadLetters:
@@ -172,7 +174,8 @@ class DeadLetters:
         it, a minimal one: the body, our headers and the task id. Raises when
         neither is confirmed.
         """
-        spec = dlq_spec(delivery.queue, self.settings.task_dead_letter_suffix)
+        spec = dlq_spec(delivery.queue, self.settings.task_dead_letter_suffix,
+                        self.topology.queue_type(delivery.queue))
         await self.broker.ensure_declared(spec, passive=False)
         ours = {
             REASON: reason,

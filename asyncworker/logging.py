@@ -19,7 +19,10 @@ _URL_WITH_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<use
 
 
 def redact_url(url: str) -> str:
-    """``scheme://user:***@host/...``: the URL with its password hidden."""
+    """``scheme://user:***@host/...``: the URL with its password hidden (each URL
+    of a ``;``-joined failover list)."""
+    if ";" in url:
+        return ";".join(redact_url(part) for part in url.split(";"))
     try:
         parts = urlsplit(url)
     except ValueError:

@@ -79,7 +79,9 @@ class Settings:
     """Worker and client settings. Names and meanings follow Celery's."""
 
     # Broker and backend.
-    broker_url: str = "amqp://guest:guest@127.0.0.1:5672//"
+    #: One URL, or a failover list (``;``-joined, or a list): ``broker/urls.py``.
+    broker_url: str | list[str] = "amqp://guest:guest@127.0.0.1:5672//"
+    broker_failover_strategy: str = "round-robin"
     broker_heartbeat: int = 60
     broker_connection_timeout: float = 10.0
     result_backend: str | None = None
@@ -325,7 +327,12 @@ def coerce(value: Any, hint: Any, what: str) -> Any:
         if empty and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return coerce(value, inner[0], what)
+        for alternative in inner[:-1]:  # the first type the value fits (str | list[str])
+            try:
+                return coerce(value, alternative, what)
+            except ImproperlyConfigured:
+                continue
+        return coerce(value, inner[-1], what)
     target = origin or hint
     try:
         if target is bool:

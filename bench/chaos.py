@@ -382,13 +382,14 @@ class Chaos:
             statuses = self.settle(queue, key, ids, settle_timeout)
         finally:
             worker.terminate()
-        return _count(kind, acks, fault, ids, statuses, self.records(key),
+        return tally(kind, acks, fault, ids, statuses, self.records(key),
                       fault_start, fault_end, time.monotonic() - begun)
 
 
-def _count(kind: str, acks: str, fault: str, ids: list[str], statuses: dict[str, str],
-           records: list[tuple[str, str, float]], fault_start: float, fault_end: float,
-           seconds: float) -> Outcome:
+def tally(kind: str, acks: str, fault: str, ids: list[str], statuses: dict[str, str],
+          records: list[tuple[str, str, float]], fault_start: float, fault_end: float,
+          seconds: float) -> Outcome:
+    """What the fault did to ``ids``, from their result rows and run records."""
     starts: dict[str, list[float]] = defaultdict(list)
     dones: dict[str, list[float]] = defaultdict(list)
     for task_id, phase, at in records:

@@ -9,17 +9,31 @@ same script with a state directory and ports of its own:
     ...  # services.broker_url, services.pg_dsn, services.redis_url
     services.rabbitmqctl("stop_app"); services.rabbitmqctl("start_app")
     services.stop()
+
+``RabbitCluster`` starts several RabbitMQ nodes alone (no PostgreSQL or Redis),
+each a ``PrivateServices`` of its own, and joins them into one cluster.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "deploy" / "local" / "services.sh"
+
+
+def alive(pid: int) -> bool:
+    """Process ``pid`` runs (a zombie left for an absent parent to reap does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def free_port() -> int:
@@ -84,3 +98,66 @@ class PrivateServices:
     def rabbitmqctl(self, *args: str) -> str:
         """Run ``rabbitmqctl ARGS`` against this set's node; its output."""
         return self.run("rabbitmqctl", *args).stdout
+
+    # -- RabbitMQ alone (a cluster's node) -----------------------------------
+    @property
+    def rabbit_node(self) -> str:
+        """This set's Erlang node name (``services.sh`` derives it from the AMQP port)."""
+        return self.run("rabbitmq-node").stdout.strip()
+
+    def rabbit_pid(self) -> int:
+        """The node's Erlang VM (beam) process."""
+        return int((self.state_dir / "rabbitmq" / "rabbit.pid").read_text().split()[0])
+
+    def kill_rabbitmq(self) -> None:
+        """``kill -9`` the node's VM and wait until it is gone."""
+        pid = self.rabbit_pid()
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
+class RabbitCluster:
+    """``size`` RabbitMQ nodes on loopback, each with its own state directory, AMQP
+    port, node name and distribution port, joined into one cluster.
+
+    ``state_dir`` must be readable by other users (0755, e.g. under a
+    ``tempfile.mkdtemp`` chmod-ed so): RabbitMQ runs as its own user.
+    """
+
+    def __init__(self, state_dir: Path, size: int = 3) -> None:
+        self.nodes = [PrivateServices(state_dir / f"node{i + 1}") for i in range(size)]
+
+    @property
+    def broker_urls(self) -> list[str]:
+        """Every node's URL, the first node's first."""
+        return [node.broker_url for node in self.nodes]
+
+    def start(self) -> None:
+        """Start every node, then join the others to the first one's cluster."""
+        for node in self.nodes:
+            node.state_dir.mkdir(parents=True, exist_ok=True)
+            node.run("rabbitmq-start")
+        seed = self.nodes[0].rabbit_node
+        for node in self.nodes[1:]:
+            node.run("rabbitmq-join", seed)
+
+    def stop(self) -> None:
+        """Stop every node still running (a killed one has nothing to stop)."""
+        for node in self.nodes:
+            node.run("rabbitmq-stop")
+
+    def node_of_connection(self, connection_name: str) -> PrivateServices | None:
+        """The node a client connection named ``connection_name`` is open on, if any."""
+        listing = self.nodes_up()[0].rabbitmqctl(
+            "-q", "list_connections", "port", "client_properties")
+        for line in listing.splitlines():
+            port, _, properties = line.partition("\t")
+            if f'"{connection_name}"' in properties or f"<<\"{connection_name}\">>" in properties:
+                return next((n for n in self.nodes if str(n.amqp_port) == port), None)
+        return None
+
+    def nodes_up(self) -> list[PrivateServices]:
+        """The nodes whose VM runs."""
+        return [n for n in self.nodes if alive(n.rabbit_pid())]

@@ -1,13 +1,15 @@
 """Message brokers behind one interface (``base.py``): AMQP, and memory for tests.
 
-``create`` picks the transport from ``broker_url``; ``topology.py`` says what
-to declare and where each task is routed, for every transport alike.
+``create`` picks the transport from ``broker_url`` (one URL or a failover list,
+``urls.py``); ``topology.py`` says what to declare and where each task is
+routed, for every transport alike.
 """
 
 from __future__ import annotations
 
 from ..exceptions import ImproperlyConfigured
 from ..settings import Settings
+from . import urls
 from .base import Broker, Delivery
 
 __all__ = ["Broker", "Delivery", "create"]
@@ -19,15 +21,21 @@ _MEMORY: dict[str, Broker] = {}
 
 def create(settings: Settings, connection_name: str | None = None) -> Broker:
     """The broker ``settings.broker_url`` names (not yet connected)."""
-    url = settings.broker_url
+    every = urls.split(settings.broker_url)
+    url = every[0]
+    schemes = {u.partition("://")[0].split("+")[-1] for u in every}
     scheme = url.partition("://")[0].split("+")[-1]
-    if scheme in ("amqp", "amqps", "pyamqp", "librabbitmq"):
+    if schemes <= {"amqp", "amqps", "pyamqp", "librabbitmq"}:
         from ..backoff import BackoffPolicy
         from .amqp import AmqpBroker
 
-        return AmqpBroker(url, settings.broker_heartbeat, settings.broker_connection_timeout,
+        return AmqpBroker(every, settings.broker_heartbeat, settings.broker_connection_timeout,
                           connection_name=connection_name,
-                          policy=BackoffPolicy.from_settings(settings))
+                          policy=BackoffPolicy.from_settings(settings),
+                          strategy=settings.broker_failover_strategy)
+    if len(schemes) > 1:
+        raise ImproperlyConfigured("broker_url: every URL of a failover list must use the "
+                                   f"same transport, not {sorted(schemes)}")
     if scheme == "memory":
         from .memory import MemoryBroker
 

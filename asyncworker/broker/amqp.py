@@ -5,6 +5,10 @@ declarations and consumers. Messages that were unacked when the link dropped
 come back from the broker with ``redelivered`` set; acking them on the old
 channel fails, which ``AmqpDelivery`` reports instead of raising, and a
 message whose channel has closed is *stale* (the broker has taken it back).
+With a failover list (``broker_url`` naming a cluster's nodes) each reconnect
+attempt goes to the next node (``reconnect.py``); the restore re-declares the
+topology there and resumes consuming, and the old channel's delivery tags
+are never acked on the new one (a new channel starts a new ``AckBatch``).
 
 The prefetch window is AMQP's too: ``basic.qos`` is global on RabbitMQ (a
 per-consumer change would not apply to running consumers), and a held ETA
@@ -17,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -34,10 +38,11 @@ from aiormq import spec
 from ..backoff import BackoffPolicy, Outage
 from ..logging import get_logger, redact_url
 from ..protocol import MessageTemplate, OutgoingMessage
-from . import frames
+from . import frames, urls
 from .base import Broker, Delivery, DeliveryHandler
 from .reconnect import BackoffConnection, quiet_library_logs
 from .topology import ExchangeSpec, QueueSpec
+from .urls import Failover
 
 log = get_logger("broker")
 
@@ -333,14 +338,16 @@ class AmqpBroker(Broker):
 
     can_park = True  # TTL + dead-lettering back to the queue: see delay.py
 
-    def __init__(self, url: str, heartbeat: int = 60, connect_timeout: float = 10.0,
-                 connection_name: str | None = None,
-                 policy: BackoffPolicy | None = None) -> None:
-        self.url = amqp_url(url, heartbeat)
+    def __init__(self, url: str | Sequence[str], heartbeat: int = 60,
+                 connect_timeout: float = 10.0, connection_name: str | None = None,
+                 policy: BackoffPolicy | None = None, strategy: str = "round-robin") -> None:
+        #: The URLs of a cluster's nodes, and the one in use (``urls.py``).
+        self.failover = Failover(urls.split(url), strategy)
+        self.heartbeat = heartbeat
         self.connection_name = connection_name
-        self.display_url = redact_url(url)
+        self.display_url = urls.redact(url)
         #: Failed connection attempts and recoveries, at start-up and after a drop.
-        self.outage = Outage("broker", self.display_url, policy, log)
+        self.outage = Outage("broker", self.current_url, policy, log)
         self.connect_timeout = connect_timeout
         self.connection: AbstractRobustConnection | None = None
         # One channel per purpose: a channel error (say, a mailbox queue held by
@@ -356,8 +363,26 @@ class AmqpBroker(Broker):
         # A message whose properties do not decode must not drop the connection.
         frames.install()
 
+    @property
+    def url(self) -> str:
+        """The URL to connect to now, as aio-pika takes it."""
+        return amqp_url(self.failover.current, self.heartbeat)
+
+    def node_url(self) -> str:
+        return self.failover.current
+
+    @property
+    def current_url(self) -> str:
+        """The node connected to (or tried next), without its password."""
+        return redact_url(self.failover.current)
+
     async def connect(self, retry: bool = True) -> None:
-        """Connect, retrying with backoff while the broker is unreachable."""
+        """Connect, retrying with backoff while no node of ``broker_url`` is reachable.
+
+        Each failed attempt moves to the next URL at once; the backoff pause
+        comes after a round in which every URL failed (as kombu paces it). Without
+        ``retry``, every URL is tried once before the last error is raised.
+        """
         quiet_library_logs()
         while True:
             try:
@@ -371,23 +396,36 @@ class AmqpBroker(Broker):
                 )
                 break
             except (TimeoutError, OSError, aio_pika.exceptions.AMQPError) as exc:
-                if not retry:
+                self.outage.target = self.current_url
+                round_over = self.failover.failed()
+                if not retry and round_over:
                     raise
-                await asyncio.sleep(self.outage.failed(exc))
+                pause = self.outage.failed(exc, pause=round_over)
+                if pause:
+                    await asyncio.sleep(pause)
         assert isinstance(connection, BackoffConnection)
-        # From now on aio-pika reconnects by itself, paced by the same outage.
+        # From now on aio-pika reconnects by itself, paced by the same outage,
+        # moving through the same URLs.
         connection.outage = self.outage
+        connection.failover = self.failover
+        connection.amqp_url = self.url_of
         connection.reconnect_callbacks.add(self._on_reconnect)
         self.connection = connection
+        self.failover.succeeded()
+        self.outage.target = self.current_url
         self.outage.recovered()
-        log.info("connected to broker", url=self.display_url)
+        log.info("connected to broker", url=self.current_url)
+
+    def url_of(self, url: str) -> str:
+        """``url`` as aio-pika takes it (for the robust connection's next attempt)."""
+        return amqp_url(url, self.heartbeat)
 
     def _on_reconnect(self, *_: Any) -> None:
         # Declarations are per connection for the producer; redo them lazily.
         self._declared.clear()
         self.reconnects += 1
         log.warning("reconnected to broker; unacked messages will be redelivered",
-                    url=self.display_url)
+                    url=self.current_url)
 
     async def close(self) -> None:
         """Close channels and the connection."""

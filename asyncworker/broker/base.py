@@ -114,6 +114,10 @@ class Broker(abc.ABC):
     #: The URL without its password, for logs.
     display_url: str = ""
 
+    def node_url(self) -> str | None:
+        """The URL of the node in use, when ``broker_url`` may name several."""
+        return None
+
     @abc.abstractmethod
     async def connect(self, retry: bool = True) -> None:
         """Connect (retrying while unreachable, unless ``retry`` is False)."""

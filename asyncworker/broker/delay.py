@@ -108,15 +108,19 @@ def bucket_name(queue: str, seconds: int) -> str:
     return name
 
 
-def bucket_spec(queue: str, level: int) -> QueueSpec:
-    """The declaration of one bucket: a fixed TTL, dead-lettering back to ``queue``."""
+def bucket_spec(queue: str, level: int, queue_type: str = "classic") -> QueueSpec:
+    """The declaration of one bucket: a fixed TTL, dead-lettering back to ``queue``;
+    a quorum queue when ``queue`` is one (RabbitMQ 3.10+ expires their messages)."""
     seconds = 2 ** level
     name = bucket_name(queue, seconds)
-    return QueueSpec(name, ExchangeSpec(""), name, arguments={
+    arguments: dict[str, Any] = {
         "x-message-ttl": seconds * 1000,
         "x-dead-letter-exchange": "",
         "x-dead-letter-routing-key": queue,
-    })
+    }
+    if queue_type == "quorum":
+        arguments["x-queue-type"] = "quorum"
+    return QueueSpec(name, ExchangeSpec(""), name, arguments=arguments)
 
 
 def parked_headers(headers: dict[str, Any]) -> dict[str, Any]:
@@ -124,7 +128,8 @@ def parked_headers(headers: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in headers.items() if k not in _DEATH_HEADERS}
 
 
-async def park(broker: Broker, delivery: Delivery, level: int) -> bool:
+async def park(broker: Broker, delivery: Delivery, level: int,
+               queue_type: str = "classic") -> bool:
     """Publish a copy of ``delivery`` to its bucket, then ack the original.
 
     Raises when the copy could not be published (the original stays
@@ -132,7 +137,7 @@ async def park(broker: Broker, delivery: Delivery, level: int) -> bool:
     redelivers the original, so both come back (the dedupe step and the
     result store catch the second run only once the first has finished).
     """
-    spec = bucket_spec(delivery.queue, level)
+    spec = bucket_spec(delivery.queue, level, queue_type)
     await broker.ensure_declared(spec, passive=False)
     await broker.publish("", spec.name, delivery.outgoing(parked_headers(delivery.headers)))
     acked = await delivery.ack()

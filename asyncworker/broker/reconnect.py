@@ -9,18 +9,26 @@ a broker outage logs one WARNING per attempt and, past a threshold, one
 ERROR; ``quiet_library_logs`` drops the libraries' own lines for the same
 events. Anything else those libraries log (a malformed frame, a blocked
 connection) still shows.
+
+With a failover list, the connection also moves through the cluster's nodes
+(``urls.Failover``): to the next node as soon as the link drops and after
+each failed attempt, pausing with backoff only once every node has failed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import aiormq
 from aio_pika import RobustConnection
+from yarl import URL
 
 from ..backoff import Outage
+from ..logging import redact_url
+from .urls import Failover
 
 
 class BackoffConnection(RobustConnection):
@@ -29,6 +37,27 @@ class BackoffConnection(RobustConnection):
     #: Set once the first connection is up (the first connect is retried by the
     #: broker itself, a new connection per attempt).
     outage: Outage | None = None
+    #: The nodes to move through, and how one's URL is made into aio-pika's.
+    failover: Failover | None = None
+    amqp_url: Callable[[str], str] = str
+
+    def _move_on(self, failed: bool) -> bool:
+        """Point the next attempt at the next node; True when a round of failed
+        attempts is over (time to back off)."""
+        failover = self.failover
+        if failover is None:
+            return True
+        round_over = False
+        if failed:
+            round_over = failover.failed()
+        else:
+            failover.advance()
+        self.url = URL(self.amqp_url(failover.current))
+        return round_over
+
+    def _target(self) -> str:
+        """The node being tried, as ``broker_url`` writes it, without the password."""
+        return redact_url(self.failover.current if self.failover else str(self.url))
 
     @property  # type: ignore[override]
     def reconnect_interval(self) -> float:
@@ -44,6 +73,8 @@ class BackoffConnection(RobustConnection):
         if outage is not None and not self._close_called and not outage.down:
             error = closing.exception() if closing.done() and not closing.cancelled() else None
             outage.lost(error)
+            # The node may be gone: the first attempt goes to the next one.
+            self._move_on(failed=False)
         await super()._on_connection_close(closing)
 
     async def _RobustConnection__connect_transport(self) -> None:
@@ -56,9 +87,13 @@ class BackoffConnection(RobustConnection):
             raise
         except Exception as exc:
             if outage is not None:
-                self._delay = outage.failed(exc)
+                outage.target = self._target()
+                self._delay = outage.failed(exc, pause=self._move_on(failed=True))
             raise
+        if self.failover is not None:
+            self.failover.succeeded()
         if outage is not None:
+            outage.target = self._target()
             outage.recovered()
             self._delay = outage.policy.initial
 

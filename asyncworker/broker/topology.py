@@ -145,6 +145,16 @@ class Topology:
         self.queues[name] = spec
         return spec
 
+    def queue_type(self, name: str) -> str:
+        """``quorum`` or ``classic``: the type of queue ``name`` (as declared here, else
+        the default). The queues the worker derives from it (its dead letters, its
+        delay buckets) take the same type, so that in a cluster they survive the
+        loss of a node as it does."""
+        spec = self.queues.get(name)
+        if spec is None:
+            return self.settings.task_default_queue_type
+        return str(spec.arguments.get("x-queue-type", "classic"))
+
     def consume_from(self, names: list[str] | None) -> list[QueueSpec]:
         """The queues a worker consumes: ``-Q`` names, or every defined queue."""
         if names:

@@ -15,7 +15,9 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
+from ..broker import urls
 from ..broker.topology import QueueSpec
+from ..logging import redact_url
 
 if TYPE_CHECKING:
     from ..settings import Settings
@@ -90,9 +92,16 @@ def _seconds(milliseconds: Any) -> float | None:
     return milliseconds / 1000.0 if isinstance(milliseconds, (int, float)) else None
 
 
-def broker_info(url: str, settings: Settings) -> dict[str, Any]:
-    """The broker connection as ``stats()['broker']`` gives it, without the password."""
-    parts = urlsplit(url)
+def broker_info(url: str | list[str], settings: Settings,
+                current: str | None = None) -> dict[str, Any]:
+    """The broker connection as ``stats()['broker']`` gives it, without the password.
+
+    ``url`` is ``broker_url`` (one URL or a failover list); ``current`` the URL of
+    the node in use (default: the first). Like kombu's ``Connection.info()``,
+    ``alternates`` lists every URL of a failover list (passwords hidden here).
+    """
+    every = urls.split(url)
+    parts = urlsplit(current or every[0])
     transport = parts.scheme.split("+")[-1] or "amqp"
     if transport in ("pyamqp", "librabbitmq"):
         transport = "amqp"
@@ -114,8 +123,8 @@ def broker_info(url: str, settings: Settings) -> dict[str, Any]:
         "login_method": "PLAIN" if transport.startswith("amqp") else None,
         "uri_prefix": None,
         "heartbeat": float(settings.broker_heartbeat),
-        "failover_strategy": "round-robin",
-        "alternates": [],
+        "failover_strategy": settings.broker_failover_strategy,
+        "alternates": [redact_url(u) for u in every] if len(every) > 1 else [],
         "credential_provider": None,
     }
 

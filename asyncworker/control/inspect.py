@@ -52,7 +52,7 @@ async def stats(worker: Worker, **_: Any) -> dict[str, Any]:
             "put-guarded-by-semaphore": True,
             "timeouts": [s.task_soft_time_limit or 0, s.task_time_limit or 0],
         },
-        "broker": describe.broker_info(s.broker_url, s),
+        "broker": describe.broker_info(s.broker_url, s, worker.broker.node_url()),
         "prefetch_count": worker.prefetch_count(),
         "rusage": describe.rusage(),
     }

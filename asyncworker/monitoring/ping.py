@@ -26,6 +26,7 @@ import uuid
 from typing import Any
 
 from ..exceptions import ImproperlyConfigured
+from ..logging import redact_text, redact_url
 from ..plugins import CliCommand
 from .settings import MonitoringSettings
 
@@ -105,18 +106,27 @@ def ping_request(nodename: str, ticket: str, reply_key: str,
     return body, {"clock": 1, "expires": math.ceil(time.time() + timeout)}
 
 
-async def mailbox_ping(broker_url: str, nodename: str, timeout: float) -> tuple[bool, str]:
-    """One remote-control ``ping`` to ``nodename``, as ``celery inspect ping -d`` sends it."""
+async def mailbox_ping(broker_url: str | list[str], nodename: str,
+                       timeout: float) -> tuple[bool, str]:
+    """One remote-control ``ping`` to ``nodename``, as ``celery inspect ping -d`` sends it
+    (through the first node of a failover list that answers)."""
     import aio_pika
 
+    from ..broker import urls
     from ..broker.amqp import amqp_url
 
     deadline = time.monotonic() + timeout
     ticket = str(uuid.uuid4())
-    try:
-        connection = await aio_pika.connect(amqp_url(broker_url), timeout=timeout)
-    except Exception as exc:
-        return False, f"broker unreachable: {exc!r}"
+    errors = []
+    for url in urls.split(broker_url):
+        try:
+            connection = await aio_pika.connect(
+                amqp_url(url), timeout=max(0.1, deadline - time.monotonic()))
+            break
+        except Exception as exc:
+            errors.append(f"{redact_url(url)}: {redact_text(repr(exc))}")
+    else:
+        return False, "broker unreachable: " + "; ".join(errors)
     async with connection:
         channel = await connection.channel()
         replies = await channel.declare_exchange(REPLY_EXCHANGE, "direct", durable=False)

@@ -103,7 +103,7 @@ class Worker:
             Revoked(state, finish),
             Expires(finish),
             Dedupe(state, self.backend, finish),
-            Eta(state, self.broker, s.worker_eta_hold_limit, self.hooks),
+            Eta(state, self.broker, s.worker_eta_hold_limit, self.app.topology, self.hooks),
             RateLimit(self.limits),
         ]
         if self.limits.has_caps():

@@ -14,6 +14,14 @@
 #   deploy/local/services.sh status    # one line per service
 #   deploy/local/services.sh env       # print the URLs the tests and examples use
 #   deploy/local/services.sh rabbitmqctl ARGS  # talk to the local RabbitMQ node
+#   deploy/local/services.sh rabbitmq-start    # RabbitMQ alone (a cluster's node)
+#   deploy/local/services.sh rabbitmq-stop
+#   deploy/local/services.sh rabbitmq-node     # print its Erlang node name
+#   deploy/local/services.sh rabbitmq-join NODE  # join NODE's cluster (resets this node)
+#
+# A cluster on one host: one state directory, AMQP port and distribution port per
+# node, "rabbitmq-start" each, then "rabbitmq-join" the first node's name from
+# the others (the nodes share the Erlang cookie in $HOME/.erlang.cookie).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -88,6 +96,17 @@ start_rabbit() {
     sleep 0.5
   done
   log "rabbitmq did not start; log tail:"; tail -n 30 "$state"/rabbitmq/log/*.log >&2 || true; exit 1
+}
+
+join_rabbit() {
+  rabbit_env
+  local ctl=$rabbit_bin/rabbitmqctl
+  "$ctl" -q stop_app >/dev/null
+  "$ctl" -q reset >/dev/null
+  "$ctl" -q join_cluster "$1" >/dev/null
+  "$ctl" -q start_app >/dev/null
+  "$ctl" -q await_startup --timeout 60 >/dev/null
+  log "rabbitmq $rabbit_node joined $1"
 }
 
 stop_rabbit() {
@@ -172,5 +191,9 @@ case "${1:-}" in
     redis_up && echo "redis: up" || echo "redis: down" ;;
   env) print_env ;;
   rabbitmqctl) shift; rabbit_env; exec "$rabbit_bin/rabbitmqctl" "$@" ;;
-  *) echo "usage: $0 install|start|stop|status|env|rabbitmqctl ARGS" >&2; exit 2 ;;
+  rabbitmq-start) install; start_rabbit ;;
+  rabbitmq-stop) stop_rabbit ;;
+  rabbitmq-node) echo "$rabbit_node" ;;
+  rabbitmq-join) join_rabbit "${2:?usage: $0 rabbitmq-join NODE}" ;;
+  *) echo "usage: $0 install|start|stop|status|env|rabbitmqctl ARGS|rabbitmq-start|rabbitmq-stop|rabbitmq-node|rabbitmq-join NODE" >&2; exit 2 ;;
 esac

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 
 from ...broker import delay as delay_queues
 from ...broker.base import Broker
+from ...broker.topology import Topology
 from ...hooks import WorkerHooks
 from ...logging import get_logger
 from ..job import RECEIVED, RESERVED, SCHEDULED, Job
@@ -35,11 +36,14 @@ class Eta:
     """Wait until ``job.message.eta``, or park the message when that is too far."""
 
     def __init__(self, state: WorkerState, broker: Broker | None = None,
-                 hold_limit: float | None = None, hooks: WorkerHooks | None = None) -> None:
+                 hold_limit: float | None = None, topology: Topology | None = None,
+                 hooks: WorkerHooks | None = None) -> None:
         self.state = state
         self.hooks = hooks
         self.broker = broker if broker is not None and broker.can_park else None
         self.hold_limit = hold_limit
+        #: Buckets take their queue's type (quorum in a cluster).
+        self.topology = topology
 
     async def __call__(self, job: Job, call_next: CallNext) -> None:
         assert job.message is not None
@@ -74,7 +78,10 @@ class Eta:
         # Out of the reserved set: a warm shutdown cancels reserved jobs, and a
         # park cut between the publish and the ack would leave two copies.
         self.state.move(job, RECEIVED)
-        parking = asyncio.ensure_future(delay_queues.park(self.broker, job.delivery, level))
+        queue_type = (self.topology.queue_type(job.delivery.queue) if self.topology
+                      else "classic")
+        parking = asyncio.ensure_future(
+            delay_queues.park(self.broker, job.delivery, level, queue_type))
         try:
             await asyncio.shield(parking)
         except asyncio.CancelledError:
