@@ -134,6 +134,9 @@ class Settings:
     # Worker.
     imports: list[str] = field(default_factory=list)
     worker_concurrency: int = 100
+    #: Worker processes under one supervisor (``worker --processes``): a number or "auto"
+    #: (one per CPU). 1: this process is the worker, with no supervisor.
+    worker_processes: int | str = 1
     worker_prefetch_multiplier: int = 4
     worker_thread_pool_size: int | None = None
     worker_shutdown_timeout: float = 60.0
@@ -325,7 +328,12 @@ def coerce(value: Any, hint: Any, what: str) -> Any:
         if empty and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return coerce(value, inner[0], what)
+        for kind in inner[:-1]:  # the first type the value converts to (int | str: 2, "auto")
+            try:
+                return coerce(value, kind, what)
+            except ImproperlyConfigured:
+                pass
+        return coerce(value, inner[-1], what)
     target = origin or hint
     try:
         if target is bool:
