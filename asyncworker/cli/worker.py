@@ -46,6 +46,9 @@ class WorkerCommand(CliCommand):
     Exit status: 0 after a shutdown, 2 for a configuration error (bad option,
     setting or ``--app``), 1 when the worker stops on an error (a lifespan hook
     failing at start-up included) or on an unhandled ``KeyboardInterrupt``.
+    With ``--processes N`` (N > 1) this process is the supervisor of N workers
+    (:mod:`asyncworker.supervisor`): 0 after a shutdown, 2 for a configuration
+    error, its own or a child's.
     """
 
     name = "worker"

@@ -156,4 +156,5 @@ class Supervisor:
                           window=child.tracker.window, restart_in=round(restart.delay, 3))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), restart.delay)
-            child.restarts += 1
+            if not self.stopping:
+                child.restarts += 1
