@@ -66,7 +66,8 @@ class Run:
     other_cores: float = 0.0
     idle_cores: float = 0.0
     worker_cpu_ms_per_task: float = 0.0
-    load_before: float = 0.0
+    #: Cores the machine was busy with in the 3 s before the run (other sessions).
+    busy_before: float = 0.0
 
 
 def listener(port: int) -> psutil.Process:
@@ -134,9 +135,9 @@ class ProcessesBench:
                    ASYNCWORKER_WORKER_LOG_FORMAT="json")
         return env
 
-    def run(self, processes: int, count: int) -> Run:
-        result = Run(processes, count, load_before=round(os.getloadavg()[0], 2))
+    def run(self, processes: int, count: int, max_busy: float | None) -> Run:
         self._reset(count)
+        result = Run(processes, count, busy_before=quiet_machine(max_busy))
         command = [sys.executable, "-m", "asyncworker", "worker", "-A", "bench.apps:app",
                    "-Q", QUEUE, "-c", str(CONCURRENCY), "--prefetch-multiplier", "4",
                    "--processes", str(processes)]
@@ -173,6 +174,17 @@ class ProcessesBench:
         result.idle_cores = round(idle / seconds, 3)
         result.worker_cpu_ms_per_task = round(used[0] * 1000 / max(result.done, 1), 3)
         return result
+
+
+def quiet_machine(max_busy: float | None, patience: float = 600.0) -> float:
+    """Wait (up to ``patience`` seconds) until the machine's busy cores over 3 s are at
+    most ``max_busy``; return the last reading. Other sessions share the machine."""
+    deadline = time.monotonic() + patience
+    while True:
+        busy = round(psutil.cpu_percent(interval=3.0) / 100 * (os.cpu_count() or 1), 2)
+        if max_busy is None or busy <= max_busy or time.monotonic() > deadline:
+            return busy
+        print(f"[waiting] the machine is busy with {busy} cores", file=sys.stderr)
 
 
 @contextlib.contextmanager
@@ -215,7 +227,7 @@ def report(runs: list[Run], command: str, facts: dict[str, Any]) -> str:
         f"{len(runs) // max(len(counts), 1)} run(s) each; every run in the JSON file.",
         "",
         "| processes | tasks/s | worker cores | RabbitMQ cores | PostgreSQL cores "
-        "| other cores | idle cores | worker CPU ms/task | runs (tasks/s) |",
+        "| other cores | idle cores | worker CPU ms/task | runs: tasks/s (other cores) |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     base = None
@@ -227,7 +239,7 @@ def report(runs: list[Run], command: str, facts: dict[str, Any]) -> str:
             f"| {n} | {m['throughput']:,.0f} | {m['worker_cores']:.2f} | "
             f"{m['rabbitmq_cores']:.2f} | {m['postgres_cores']:.2f} | {m['other_cores']:.2f} "
             f"| {m['idle_cores']:.2f} | {m['worker_cpu_ms_per_task']:.3f} | "
-            + ", ".join(f"{r.throughput:,.0f}" for r in same) + " |")
+            + ", ".join(f"{r.throughput:,.0f} ({r.other_cores:.2f})" for r in same) + " |")
     if base:
         lines += ["", "Throughput against one process: " + ", ".join(
             f"{n} → ×{medians([r for r in runs if r.processes == n])['throughput'] / base:.2f}"
@@ -245,11 +257,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", type=int, default=20000, help="tasks per run")
     parser.add_argument("--processes", default="1,2", help="process counts to compare")
     parser.add_argument("--repeat", type=int, default=3, help="rounds")
+    parser.add_argument("--max-busy", type=float, default=None, metavar="CORES",
+                        help="before each run, wait (up to 10 min) until other processes use "
+                             "at most this many cores (measured over 3 s)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = parser.parse_args(argv)
     counts = [int(n) for n in args.processes.split(",")]
     command = (f"python -m bench.processes --tasks {args.tasks} --processes {args.processes} "
-               f"--repeat {args.repeat}")
+               f"--repeat {args.repeat}"
+               + (f" --max-busy {args.max_busy:g}" if args.max_busy is not None else ""))
     args.out.mkdir(parents=True, exist_ok=True)
     signal.signal(signal.SIGTERM, _interrupt)  # as Ctrl-C: the private services are stopped
     runs: list[Run] = []
@@ -259,11 +275,11 @@ def main(argv: list[str] | None = None) -> int:
         bench.log_path.write_bytes(b"")
         for _ in range(args.repeat):
             for n in counts:
-                run = bench.run(n, args.tasks)
+                run = bench.run(n, args.tasks, args.max_busy)
                 print(f"--processes {n}: {run.throughput} tasks/s, worker {run.worker_cores} "
                       f"cores, RabbitMQ {run.rabbitmq_cores}, PostgreSQL {run.postgres_cores}, "
                       f"other {run.other_cores}, idle {run.idle_cores} "
-                      f"(load before {run.load_before})", file=sys.stderr)
+                      f"(busy before: {run.busy_before} cores)", file=sys.stderr)
                 runs.append(run)
         facts = machine(services.pg_dsn)
     data = {"when": datetime.now(UTC).isoformat(timespec="seconds"), "command": command,
