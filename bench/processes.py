@@ -240,6 +240,13 @@ def report(runs: list[Run], command: str, facts: dict[str, Any]) -> str:
             f"{m['rabbitmq_cores']:.2f} | {m['postgres_cores']:.2f} | {m['other_cores']:.2f} "
             f"| {m['idle_cores']:.2f} | {m['worker_cpu_ms_per_task']:.3f} | "
             + ", ".join(f"{r.throughput:,.0f} ({r.other_cores:.2f})" for r in same) + " |")
+    cores = facts["cores"]
+    lines += ["", f"CPU left for RabbitMQ and PostgreSQL ({cores} cores less the worker's), "
+              "and what they used: " + "; ".join(
+                  f"{n} process(es): {cores - m['worker_cores']:.2f} left, "
+                  f"{m['rabbitmq_cores'] + m['postgres_cores']:.2f} used"
+                  for n in counts if (m := medians([r for r in runs if r.processes == n])))
+              + "."]
     if base:
         lines += ["", "Throughput against one process: " + ", ".join(
             f"{n} → ×{medians([r for r in runs if r.processes == n])['throughput'] / base:.2f}"
