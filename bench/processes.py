@@ -41,7 +41,7 @@ from typing import Any
 import psutil
 import psycopg2
 
-from tests.private_services import PrivateServices
+from tests.private_services import PrivateServices, free_port
 
 from .events_cost import stop
 from .measure import TreeSampler, machine, wait_until
@@ -135,12 +135,15 @@ class ProcessesBench:
                    ASYNCWORKER_WORKER_LOG_FORMAT="json")
         return env
 
-    def run(self, processes: int, count: int, max_busy: float | None) -> Run:
+    def run(self, processes: int, count: int, max_busy: float | None,
+            metrics: bool = False) -> Run:
         self._reset(count)
         result = Run(processes, count, busy_before=quiet_machine(max_busy))
         command = [sys.executable, "-m", "asyncworker", "worker", "-A", "bench.apps:app",
                    "-Q", QUEUE, "-c", str(CONCURRENCY), "--prefetch-multiplier", "4",
                    "--processes", str(processes)]
+        if metrics:  # the group's endpoint: the children write prometheus-client's files
+            command += ["--http-port", str(free_port())]
         with open(self.log_path, "ab") as log:
             log.write(f"\n=== --processes {processes}\n".encode())
             log.flush()
@@ -224,7 +227,9 @@ def report(runs: list[Run], command: str, facts: dict[str, Any]) -> str:
         "CPU in cores (CPU seconds ÷ wall seconds) between the first and the last result: "
         "the worker's process tree (the supervisor included), RabbitMQ's, PostgreSQL's, every "
         "other process on the machine (other sessions share it), and idle. Medians of "
-        f"{len(runs) // max(len(counts), 1)} run(s) each; every run in the JSON file.",
+        f"{len(runs) // max(len(counts), 1)} run(s) each; every run in the JSON file."
+        + (" Metrics on (`--http-port`): with more than one process the children write "
+           "prometheus-client's multiprocess files." if "--metrics" in command else ""),
         "",
         "| processes | tasks/s | worker cores | RabbitMQ cores | PostgreSQL cores "
         "| other cores | idle cores | worker CPU ms/task | runs: tasks/s (other cores) |",
@@ -267,22 +272,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-busy", type=float, default=None, metavar="CORES",
                         help="before each run, wait (up to 10 min) until other processes use "
                              "at most this many cores (measured over 3 s)")
+    parser.add_argument("--metrics", action="store_true",
+                        help="serve metrics (--http-port): with N > 1, in multiprocess mode")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    parser.add_argument("--name", default="processes", help="output file stem")
     args = parser.parse_args(argv)
     counts = [int(n) for n in args.processes.split(",")]
     command = (f"python -m bench.processes --tasks {args.tasks} --processes {args.processes} "
                f"--repeat {args.repeat}"
-               + (f" --max-busy {args.max_busy:g}" if args.max_busy is not None else ""))
+               + (f" --max-busy {args.max_busy:g}" if args.max_busy is not None else "")
+               + (" --metrics" if args.metrics else ""))
     args.out.mkdir(parents=True, exist_ok=True)
     signal.signal(signal.SIGTERM, _interrupt)  # as Ctrl-C: the private services are stopped
     runs: list[Run] = []
     started = time.monotonic()
     with private_services() as services:
-        bench = ProcessesBench(services, args.out / "processes.log")
+        bench = ProcessesBench(services, args.out / f"{args.name}.log")
         bench.log_path.write_bytes(b"")
         for _ in range(args.repeat):
             for n in counts:
-                run = bench.run(n, args.tasks, args.max_busy)
+                run = bench.run(n, args.tasks, args.max_busy, args.metrics)
                 print(f"--processes {n}: {run.throughput} tasks/s, worker {run.worker_cores} "
                       f"cores, RabbitMQ {run.rabbitmq_cores}, PostgreSQL {run.postgres_cores}, "
                       f"other {run.other_cores}, idle {run.idle_cores} "
@@ -293,9 +302,9 @@ def main(argv: list[str] | None = None) -> int:
             "duration_s": round(time.monotonic() - started, 1), "machine": facts,
             "concurrency": CONCURRENCY, "runs": [asdict(r) for r in runs],
             "medians": {n: medians([r for r in runs if r.processes == n]) for n in counts}}
-    (args.out / "processes.json").write_text(json.dumps(data, indent=1) + "\n")
-    (args.out / "processes.md").write_text(report(runs, command, facts))
-    print((args.out / "processes.md").read_text())
+    (args.out / f"{args.name}.json").write_text(json.dumps(data, indent=1) + "\n")
+    (args.out / f"{args.name}.md").write_text(report(runs, command, facts))
+    print((args.out / f"{args.name}.md").read_text())
     return 0
 
 
