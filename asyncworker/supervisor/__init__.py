@@ -13,7 +13,7 @@ connection; it only keeps N children running:
   ``worker_nodename``. Each child runs in its own process group, so a
   terminal's Ctrl-C reaches it once, forwarded by the supervisor.
 * **Restarts** (:mod:`.restarts`): a dead child is started again after an
-  exponential backoff (1 s doubling to 60 s, jittered); three deaths within a
+  exponential backoff (0.5–1 s, doubling, jittered, up to 60 s); three deaths within a
   minute are a crash loop, logged once as an ERROR while the pauses keep
   growing. A child exiting with status 2 (a configuration error) stops the
   whole group with status 2: restarting cannot fix a setting.

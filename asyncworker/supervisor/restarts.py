@@ -1,7 +1,7 @@
 """When a dead child is started again, and when its deaths make a crash loop.
 
 Each death pauses the child's restart by :class:`~asyncworker.backoff.BackoffPolicy`:
-1 s at first, doubling (with jitter) up to a minute, so a child that cannot
+0.5–1 s at first, doubling (with jitter) up to a minute, so a child that cannot
 start costs a few processes a minute instead of a core. A child that ran for
 ``stable_after`` seconds before it died starts over at the short pause: one
 death after hours of work is not a loop. ``threshold`` deaths within
