@@ -136,6 +136,9 @@ class Settings:
     # Worker.
     imports: list[str] = field(default_factory=list)
     worker_concurrency: int = 100
+    #: Worker processes under one supervisor (``worker --processes``): a number or "auto"
+    #: (one per CPU). 1: this process is the worker, with no supervisor.
+    worker_processes: int | str = 1
     worker_prefetch_multiplier: int = 4
     worker_thread_pool_size: int | None = None
     worker_shutdown_timeout: float = 60.0
@@ -327,7 +330,7 @@ def coerce(value: Any, hint: Any, what: str) -> Any:
         if empty and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        for alternative in inner[:-1]:  # the first type the value fits (str | list[str])
+        for alternative in inner[:-1]:  # the first type the value fits (str | list[str], int | str)
             try:
                 return coerce(value, alternative, what)
             except ImproperlyConfigured:

@@ -79,6 +79,7 @@ class Config:
     tuned: bool = False
     baseline: str = ""  # short commit whose asyncworker runs; "" = this tree
     twin_of: str = ""  # for a baseline row: the label of the same set-up on this tree
+    processes: int = 1  # asyncworker's --processes
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,9 @@ def configs_for(workload: Workload, quick: bool) -> list[Config]:
     out = [Config(f"asyncworker -c {c}", "asyncworker", c)]
     if not quick:
         out.append(Config(f"asyncworker -c {c} uvloop", "asyncworker", c, "uvloop"))
+        # One process per core under the supervisor (python -m bench.processes for the
+        # broker's and the database's share of the CPU).
+        out.append(Config(f"asyncworker -c {c} --processes 2", "asyncworker", c, processes=2))
     out.append(Config("prefork -c 2", "celery", 2, "prefork"))
     if not quick:
         out += [Config("prefork -c 8", "celery", 8, "prefork"),
@@ -160,7 +164,8 @@ def plan(chosen: list[Workload], quick: bool, wanted: list[str], commit: str,
         configs = [c for c in configs_for(workload, quick) if selected(c, wanted)]
         ours = [c for c in configs if c.kind == "asyncworker"]
         if commit and workload.name in BASELINE_WORKLOADS:
-            ours = [twin for c in ours for twin in (c, baseline_twin(c, commit))]
+            ours = [twin for c in ours  # an older tree may not know --processes
+                    for twin in ((c, baseline_twin(c, commit)) if c.processes == 1 else (c,))]
         steps += [(c, workload) for _ in range(repeat) for c in ours]
         steps += [(c, workload) for c in configs if c.kind != "asyncworker"]
     return steps
@@ -325,7 +330,8 @@ class Bench:
         if config.kind == "asyncworker":
             app = "bench.vision_app:app" if vision else "bench.apps:app"
             return [*ASYNCWORKER_PYTHON, "-m", "asyncworker", "worker", "-A", app, "-Q", QUEUE,
-                    "-c", str(config.concurrency), "--prefetch-multiplier", "4"]
+                    "-c", str(config.concurrency), "--prefetch-multiplier", "4",
+                    *(["--processes", str(config.processes)] if config.processes > 1 else [])]
         app = "bench.celery_vision" if vision else "bench.celery_app"
         return [sys.executable, "-m", "celery", "-A", app, "worker", "-P", config.pool,
                 "-c", str(config.concurrency), "-Q", QUEUE, "--prefetch-multiplier", "4",

@@ -14,6 +14,7 @@ from ..logging import configure as configure_logging
 from ..logging import get_logger
 from ..plugins import CliCommand
 from ..settings import Settings
+from ..supervisor.children import process_count
 from .apps import configured_app
 
 
@@ -45,6 +46,9 @@ class WorkerCommand(CliCommand):
     Exit status: 0 after a shutdown, 2 for a configuration error (bad option,
     setting or ``--app``), 1 when the worker stops on an error (a lifespan hook
     failing at start-up included) or on an unhandled ``KeyboardInterrupt``.
+    With ``--processes N`` (N > 1) this process is the supervisor of N workers
+    (:mod:`asyncworker.supervisor`): 0 after a shutdown, 2 for a configuration
+    error, its own or a child's.
     """
 
     name = "worker"
@@ -64,6 +68,9 @@ class WorkerCommand(CliCommand):
                             help="send task events (for Flower, celery events)")
         parser.add_argument("--http-port", type=int,
                             help="serve /metrics, /healthz and /readyz on this port")
+        parser.add_argument("--processes", metavar="N",
+                            help="run N worker processes under a supervisor ('auto': one "
+                                 "per CPU; default 1: no supervisor)")
 
     def run(self, args: argparse.Namespace) -> int:
         """Load the app and its settings, then run the worker on the chosen event loop."""
@@ -80,11 +87,17 @@ class WorkerCommand(CliCommand):
                 worker_beat=args.beat,
                 worker_send_task_events=args.task_events,
                 worker_http_port=args.http_port,
+                worker_processes=args.processes,
             )
             settings = app.settings
+            processes = process_count(settings.worker_processes)
         except (ImproperlyConfigured, ImportError) as exc:
             print(f"asyncworker: {exc}", file=sys.stderr)
             return 2
+        if processes > 1:
+            from ..supervisor import supervise
+
+            return supervise(args, settings, processes)
         return run_process(lambda: Worker(app).run(), settings, "worker")
 
 

@@ -11,6 +11,7 @@ same way. Off by default: nothing is imported or bound until a port is set.
 
 from __future__ import annotations
 
+import os
 import weakref
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
@@ -22,7 +23,17 @@ if TYPE_CHECKING:
     from ..services import Service
     from ..worker.worker import Worker
 
-__all__ = ["MonitoringPlugin", "MonitoringSettings", "report_event_drops"]
+__all__ = ["MULTIPROC_DIR", "MonitoringPlugin", "MonitoringSettings", "group_directory",
+           "report_event_drops"]
+
+#: The variable that switches prometheus-client to multiprocess mode: set by
+#: ``worker --processes N`` for its children (see :mod:`.shared`).
+MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def group_directory() -> str | None:
+    """The group's metrics directory, when this process is a child of a supervisor."""
+    return os.environ.get(MULTIPROC_DIR) or None
 
 
 class MonitoringPlugin(Plugin):

@@ -13,6 +13,7 @@ from ..services import METRICS, Service
 from .metrics import BeatMetrics, ResultWriteMetrics, TaskMetrics, WorkerCollector, task_names
 from .server import LoopHeartbeat, MonitorServer
 from .settings import MonitoringSettings
+from .shared import SharedSeries, group_directory
 
 if TYPE_CHECKING:
     from ..app import App
@@ -44,6 +45,7 @@ class MonitoringService(Service):
         self._stopping = _Stopping()
         self._worker: Worker | None = None
         self._writes: ResultWriteMetrics | None = None
+        self._shared: SharedSeries | None = None
 
     async def start(self, worker: Worker) -> None:
         """Subscribe the metrics hooks and start serving."""
@@ -52,7 +54,8 @@ class MonitoringService(Service):
         worker.hooks.add(TaskMetrics(registry, worker.settings.worker_nodename,
                                      task_names(worker)))
         worker.hooks.add(self._stopping)
-        registry.register(WorkerCollector(worker, self._up))
+        collector = WorkerCollector(worker, self._up)
+        registry.register(collector)
         writer = worker.backend.batch_writer() if worker.backend is not None else None
         if writer is not None:
             self._writes = ResultWriteMetrics(registry)
@@ -63,6 +66,9 @@ class MonitoringService(Service):
             # The scheduler reports through the app's hooks, not the worker's.
             worker.app.add_hooks(BeatMetrics(registry))
         self.heartbeat.start()
+        if group_directory() is not None:  # a child of ``worker --processes N``
+            self._shared = SharedSeries(collector, self.ready, self.heartbeat.interval)
+            self._shared.start()
         port = self.settings.worker_http_port
         assert port is not None
         self.server = MonitorServer(registry, self.settings.worker_http_host, port,
@@ -74,6 +80,8 @@ class MonitoringService(Service):
         if self.server is not None:
             self.server.stop()
         await self.heartbeat.stop()
+        if self._shared is not None:
+            await self._shared.stop()
         worker = self._worker
         if worker is not None and self._writes is not None and worker.backend is not None:
             writer = worker.backend.batch_writer()

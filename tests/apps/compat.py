@@ -14,6 +14,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from asyncworker import App, Ignore, Reject, SoftTimeLimitExceeded, Task
+from asyncworker.exceptions import ImproperlyConfigured
 from tests.apps.clients import lazy_redis
 
 app = App("compat")
@@ -127,6 +128,13 @@ async def request_info(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
         "root_id": r.root_id, "parent_id": r.parent_id, "group": r.group,
         "hostname": r.hostname, "delivery_info": r.delivery_info,
     }
+
+
+@app.task(name="compat.whoami", bind=True)
+async def whoami(self: Task, seconds: float = 0.0) -> dict[str, Any]:
+    """The node and process that ran it (after ``seconds`` of sleep)."""
+    await asyncio.sleep(seconds)
+    return {"hostname": self.request.hostname, "pid": os.getpid()}
 
 
 @app.task(name="compat.request_info_sync", bind=True)
@@ -331,6 +339,8 @@ async def shared_client(app_: App) -> Any:
     client = aioredis.from_url(os.environ["ASYNCWORKER_TEST_REDIS_URL"])
     app_.state.shared = client
     app_.state.opened_at = time.time()
+    if os.environ.get("COMPAT_FAIL_STARTUP") == "config":
+        raise ImproperlyConfigured("a setting the test declares wrong")
     if os.environ.get("COMPAT_FAIL_STARTUP"):
         raise RuntimeError("startup refused by the test")
     try:
