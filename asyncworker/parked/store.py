@@ -19,7 +19,6 @@ outage delays the record (retried with backoff) without holding the task.
 from __future__ import annotations
 
 import abc
-import asyncio
 import json
 import time
 from collections.abc import Sequence
@@ -27,15 +26,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..backends import normalize_url
-from ..backends.batching import BatchWriter
+from ..backends.side import PostgresSideStore, SideStore
 from ..logging import get_logger, redact_url
 
 log = get_logger("parked")
 
 #: Lapsed records are swept this many seconds after their return.
 SWEEP_AFTER = 3600.0
-#: Seconds a stopping worker waits for its queued record writes.
-CLOSE_WAIT = 5.0
 
 
 @dataclass(slots=True, frozen=True)
@@ -57,32 +54,14 @@ def latest(records: Sequence[ParkedTask]) -> dict[str, ParkedTask]:
     return {record.task_id: record for record in records}
 
 
-class ParkedStore(abc.ABC):
-    """Records of parked tasks; ``put`` is batched, ``listing`` reads one node's."""
+class ParkedStore(SideStore):
+    """Records of parked tasks; ``put`` is batched, ``listing`` reads one node's.
 
-    def __init__(self, batch_size: int, describe: str) -> None:
-        self.describe = describe
-        # Transient database errors are retried by the writer (backends/errors.py).
-        self.writer = BatchWriter(self._write_many, batch_size, describe,
-                                  what="parked-task records")
+    A record is only what ``inspect scheduled`` shows; the parked message itself
+    is safe in the broker, so a stopping worker does not wait long to write it.
+    """
 
-    async def setup(self) -> None:
-        """Connect, prepare storage and start the batch writer."""
-        await self._setup()
-        self.writer.start()
-
-    async def close(self, timeout: float = CLOSE_WAIT) -> None:
-        """Write what is queued, for ``timeout`` seconds at most, and disconnect.
-
-        A record is only what ``inspect scheduled`` shows; the parked message
-        itself is safe in the broker, so a stopping worker does not wait long.
-        """
-        try:
-            await asyncio.wait_for(self.writer.close(), timeout)
-        except TimeoutError:
-            log.warning("parked-task records not written before the stop; dropped",
-                        store=self.describe)
-        await self._close()
+    subject = "parked-task records"
 
     def put(self, record: ParkedTask) -> None:
         """Record (or replace) a parked task, with the next batch."""
@@ -92,14 +71,6 @@ class ParkedStore(abc.ABC):
     async def listing(self, node: str, now: float | None = None) -> list[ParkedTask]:
         """``node``'s records whose message has not come back yet, soonest first."""
 
-    @abc.abstractmethod
-    async def _setup(self) -> None: ...
-
-    @abc.abstractmethod
-    async def _close(self) -> None: ...
-
-    @abc.abstractmethod
-    async def _write_many(self, records: Sequence[ParkedTask]) -> None: ...
 
 
 def _pending(records: Sequence[ParkedTask], now: float | None) -> list[ParkedTask]:
@@ -127,36 +98,19 @@ class MemoryParkedStore(ParkedStore):
         return _pending([r for r in self.records.values() if r.node == node], now)
 
 
-class PostgresParkedStore(ParkedStore):
+_TABLES = ("""CREATE TABLE IF NOT EXISTS asyncworker_parked (
+    task_id VARCHAR(155) PRIMARY KEY,
+    node VARCHAR(255) NOT NULL,
+    returns_at DOUBLE PRECISION NOT NULL,
+    entry TEXT NOT NULL)""",
+           "CREATE INDEX IF NOT EXISTS asyncworker_parked_node "
+           "ON asyncworker_parked (node, returns_at)")
+
+
+class PostgresParkedStore(PostgresSideStore, ParkedStore):
     """A table next to ``celery_taskmeta``."""
 
-    def __init__(self, dsn: str, batch_size: int) -> None:
-        super().__init__(batch_size, redact_url(dsn))
-        self.dsn = dsn
-        self._pool: Any = None
-
-    async def _setup(self) -> None:
-        import asyncpg
-
-        self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=2,
-                                               command_timeout=30)
-        async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('asyncworker-ddl'))")
-            await conn.execute("""CREATE TABLE IF NOT EXISTS asyncworker_parked (
-                task_id VARCHAR(155) PRIMARY KEY,
-                node VARCHAR(255) NOT NULL,
-                returns_at DOUBLE PRECISION NOT NULL,
-                entry TEXT NOT NULL)""")
-            await conn.execute("CREATE INDEX IF NOT EXISTS asyncworker_parked_node "
-                               "ON asyncworker_parked (node, returns_at)")
-
-    async def _close(self) -> None:
-        if self._pool is not None:
-            try:
-                await asyncio.wait_for(self._pool.close(), CLOSE_WAIT)
-            except TimeoutError:
-                self._pool.terminate()
-            self._pool = None
+    tables = _TABLES
 
     async def _write_many(self, records: Sequence[ParkedTask]) -> None:
         rows = list(latest(records).values())

@@ -27,15 +27,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..backends import normalize_url
-from ..backends.batching import BatchWriter
+from ..backends.side import PostgresSideStore, SideStore
 from ..logging import get_logger, redact_url
 
 log = get_logger("worker_lost")
 
 #: Markers and dead workers' leases older than this are swept away.
 HORIZON = 86400.0
-#: Seconds a stopping worker waits for its queued marker writes.
-CLOSE_WAIT = 5.0
 START, RELEASE = "start", "release"
 
 
@@ -57,32 +55,10 @@ def coalesce(ops: Sequence[tuple[Any, ...]]) -> dict[str, tuple[Any, ...]]:
     return last
 
 
-class LostStore(abc.ABC):
+class LostStore(SideStore):
     """Markers and leases; ``start`` / ``release`` are batched."""
 
-    def __init__(self, batch_size: int, describe: str) -> None:
-        self.describe = describe
-        # Transient database errors are retried by the writer (backends/errors.py).
-        self.writer = BatchWriter(self._write_many, batch_size, describe,
-                                  what="worker-lost markers")
-
-    async def setup(self) -> None:
-        """Connect, prepare storage and start the batch writer."""
-        await self._setup()
-        self.writer.start()
-
-    async def close(self, timeout: float = CLOSE_WAIT) -> None:
-        """Write what is queued (releases included) and disconnect.
-
-        Markers are not worth holding a stopping worker for: with the database
-        down, what is still queued after ``timeout`` seconds is dropped.
-        """
-        try:
-            await asyncio.wait_for(self.writer.close(), timeout)
-        except TimeoutError:
-            log.warning("start markers not written before the stop; dropped",
-                        store=self.describe)
-        await self._close()
+    subject = "worker-lost markers"
 
     def start(self, task_id: str, owner: str | None, deaths: int, isolated: bool
               ) -> asyncio.Future[None]:
@@ -97,15 +73,6 @@ class LostStore(abc.ABC):
     def release_now(self, task_id: str, owner: str) -> asyncio.Future[None]:
         """Forget ``owner``'s marker of ``task_id``; the future is done once durable."""
         return self.writer.enqueue((RELEASE, task_id, owner))
-
-    @abc.abstractmethod
-    async def _setup(self) -> None: ...
-
-    @abc.abstractmethod
-    async def _close(self) -> None: ...
-
-    @abc.abstractmethod
-    async def _write_many(self, ops: Sequence[tuple[Any, ...]]) -> None: ...
 
     @abc.abstractmethod
     async def get(self, task_id: str) -> Marker | None:
@@ -127,7 +94,7 @@ class LostStore(abc.ABC):
     async def drop_lease(self, owner: str) -> None:
         """Remove ``owner``'s lease (a clean stop)."""
 
-    async def sweep(self) -> None:  # noqa: B027 - stores that expire keys need nothing
+    async def sweep(self) -> None:
         """Delete old markers and dead workers' leases."""
 
 
@@ -186,38 +153,20 @@ ON CONFLICT (task_id) DO UPDATE SET owner = EXCLUDED.owner, deaths = EXCLUDED.de
 """
 
 
-class PostgresLostStore(LostStore):
+_TABLES = ("""CREATE TABLE IF NOT EXISTS asyncworker_started (
+    task_id VARCHAR(155) PRIMARY KEY,
+    owner VARCHAR(255),
+    deaths INTEGER NOT NULL DEFAULT 0,
+    isolated BOOLEAN NOT NULL DEFAULT FALSE,
+    started_at DOUBLE PRECISION NOT NULL)""", """CREATE TABLE IF NOT EXISTS asyncworker_leases (
+    owner VARCHAR(255) PRIMARY KEY,
+    beat DOUBLE PRECISION NOT NULL)""")
+
+
+class PostgresLostStore(PostgresSideStore, LostStore):
     """Two small tables next to ``celery_taskmeta``; times by the server's clock."""
 
-    def __init__(self, dsn: str, batch_size: int) -> None:
-        super().__init__(batch_size, redact_url(dsn))
-        self.dsn = dsn
-        self._pool: Any = None
-
-    async def _setup(self) -> None:
-        import asyncpg
-
-        self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=2,
-                                               command_timeout=30)
-        async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('asyncworker-ddl'))")
-            await conn.execute("""CREATE TABLE IF NOT EXISTS asyncworker_started (
-                task_id VARCHAR(155) PRIMARY KEY,
-                owner VARCHAR(255),
-                deaths INTEGER NOT NULL DEFAULT 0,
-                isolated BOOLEAN NOT NULL DEFAULT FALSE,
-                started_at DOUBLE PRECISION NOT NULL)""")
-            await conn.execute("""CREATE TABLE IF NOT EXISTS asyncworker_leases (
-                owner VARCHAR(255) PRIMARY KEY,
-                beat DOUBLE PRECISION NOT NULL)""")
-
-    async def _close(self) -> None:
-        if self._pool is not None:
-            try:
-                await asyncio.wait_for(self._pool.close(), CLOSE_WAIT)
-            except TimeoutError:
-                self._pool.terminate()
-            self._pool = None
+    tables = _TABLES
 
     async def _write_many(self, ops: Sequence[tuple[Any, ...]]) -> None:
         last = coalesce(ops).values()
