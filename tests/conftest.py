@@ -229,8 +229,10 @@ def celery_worker(services: dict[str, str], queue_name: str,
     log = open(tmp_path / "celery.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "tests.apps.celery_worker:app", "worker",
-         "-P", "solo", "-Q", queue_name, "--without-mingle", "--without-gossip",
-         "--without-heartbeat", "-l", "INFO"], cwd=REPO, env=env, stdout=log,
+         # A node name of its own: two Celery workers named alike on one broker
+         # collide on the mailbox queue.
+         "-P", "solo", "-Q", queue_name, "-n", f"cw-{queue_name}@%h", "--without-mingle",
+         "--without-gossip", "--without-heartbeat", "-l", "INFO"], cwd=REPO, env=env, stdout=log,
         stderr=subprocess.STDOUT)
     yield queue_name
     proc.terminate()

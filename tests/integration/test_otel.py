@@ -36,9 +36,15 @@ def celery_otel_worker(services: dict[str, str], tmp_path: Path) -> Iterator[tup
     log = open(tmp_path / "celery-otel.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "tests.apps.celery_otel_worker:app", "worker",
-         "-P", "solo", "-Q", queue, "--without-mingle", "--without-gossip",
+         "-P", "solo", "-Q", queue, "-n", f"otel-{os.getpid()}-{tmp_path.name[-8:]}@%h",
+         "--without-mingle", "--without-gossip",
          "--without-heartbeat", "-l", "INFO"], cwd=REPO,
         env=_celery_env(OTEL_TEST_SPANS=str(spans)), stdout=log, stderr=subprocess.STDOUT)
+    # Consuming before the test publishes to it: a slow start (a loaded machine) must
+    # not leave the task waiting past the test's deadline.
+    wait_for(lambda: b"ready." in (tmp_path / "celery-otel.log").read_bytes()
+             or proc.poll() is not None, 120, what="the Celery worker ready")
+    assert proc.poll() is None, (tmp_path / "celery-otel.log").read_text()[-3000:]
     yield queue, spans
     proc.terminate()
     proc.wait(30)

@@ -194,7 +194,8 @@ def test_stored_result_reads_as_a_celery_prefork_workers(
     log = open(tmp_path / "celery.log", "wb")  # noqa: SIM115 - closed below
     celery = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "tests.apps.celery_worker:app", "worker",
-         "-P", "prefork", "-c", "2", "-Q", celery_queue, "--without-mingle",
+         "-P", "prefork", "-c", "2", "-Q", celery_queue, "-n", f"cw-{celery_queue}@%h",
+         "--without-mingle",
          "--without-gossip", "--without-heartbeat", "-l", "INFO"],
         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     supervisor = Supervisor(["-A", "tests.apps.poison:app", "-Q", queue_name, "-c", "4"],
