@@ -120,6 +120,8 @@ async def measure(amqp_url: str, dsn: str, scale: float,
     n = max(200, int(20000 * scale))
     out: dict[str, Any] = {
         "amqp_consume_ack_per_s": round(await amqp_consume_ack(amqp_url, n)),
+        "amqp_consume_ack_same_messages_per_s": round(
+            await amqp_consume_ack(amqp_url, n, same_messages=True)),
         "pg_single_inserts_per_s": round(await pg_inserts(dsn, max(200, n // 4), 1)),
         "pg_batched_inserts_per_s": round(await pg_inserts(dsn, n * 2, 100)),
     }

@@ -30,3 +30,30 @@ def test_nearest_rank_percentiles() -> None:
     assert percentile(values, 95) == 95
     assert percentile(values, 99) == 99
     assert percentile([7.0], 99) == 7.0
+
+
+def test_noop_share_of_the_amqp_floor() -> None:
+    """The report gives this tree's noop rows as a percentage of each AMQP floor."""
+    from bench.report import floor_share_lines
+
+    rows = [{"config": "asyncworker -c 100", "kind": "asyncworker", "workload": "noop",
+             "throughput": 6000.0},
+            {"config": "asyncworker@abc -c 100", "kind": "asyncworker", "workload": "noop",
+             "throughput": 5000.0, "baseline": "abc"},
+            {"config": "prefork -c 2", "kind": "celery", "workload": "noop", "throughput": 500.0}]
+    data = {"floors": {"amqp_consume_ack_per_s": 8000,
+                       "amqp_consume_ack_same_messages_per_s": 7500}, "results": rows}
+    lines = floor_share_lines(data)
+    assert lines[-1] == "| asyncworker -c 100 | 6,000 | 75% | 80% |"
+    assert len([line for line in lines if line.startswith("| asyncworker")]) == 1
+    assert floor_share_lines({"floors": {}, "results": rows}) == []
+
+
+def test_profile_summary_charges_self_time_to_libraries() -> None:
+    """py-spy's collapsed stacks: the leaf frame's file names the library."""
+    from bench.floor_ratio import summarize
+
+    main = "main (/x/asyncworker/worker/consumer.py:1)"
+    raw = f"{main};decode (/v/site-packages/pamqp/decode.py:9) 3\n{main} 1\n"
+    text = summarize(raw)
+    assert "75.0%  pamqp" in text and "25.0%  asyncworker" in text
