@@ -35,6 +35,7 @@ from aio_pika.abc import (
 )
 from aiormq import spec
 from aiormq.abc import DeliveredMessage
+from aiormq.exceptions import ChannelInvalidStateError
 
 from ..backoff import BackoffPolicy, Outage
 from ..logging import get_logger, redact_url
@@ -171,6 +172,9 @@ class AmqpDelivery(Delivery):
             channel = self.message.channel
             if tag is None:
                 return True  # not a delivery (an empty basic.get)
+            if channel.is_closed:
+                # Its tags died with it (aio-pika's message raised the same).
+                raise ChannelInvalidStateError(f"{channel!r} closed")
             if ack and self.broker is not None:
                 self.broker.acks_for(channel).ack(tag)
             elif ack:
