@@ -55,11 +55,16 @@ _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*):(?P<line>\d+)\)$")
 
 
 def library(path: str) -> str:
-    """The library a source path belongs to (``other`` when none is named above)."""
+    """The library a source path belongs to (``other`` when none is named above).
+
+    py-spy shortens paths to the package (``asyncio/events.py``), so a marker
+    may also start the path.
+    """
+    rooted = "/" + path
     for name, marker in _LIBRARIES:
-        if marker in path:
+        if marker in rooted:
             return name
-    if "/lib/python3" in path and "site-packages" not in path:
+    if ("/lib/python3" in path and "site-packages" not in path) or "/" not in path:
         return "stdlib (other)"
     return "other"
 
@@ -129,8 +134,8 @@ class ProfiledBench(Bench):
                 seconds = max(2, int(tasks / 6000))  # about the drain time
                 self.spy = subprocess.Popen(
                     [str(Path(sys.executable).parent / "py-spy"), "record", "--pid",
-                     str(process.pid), "--nonblocking", "--format", "raw", "--duration",
-                     str(seconds), "-o", str(self.profile) + ".raw"],
+                     str(process.pid), "--nonblocking", "--rate", "250", "--format", "raw",
+                     "--duration", str(seconds), "-o", str(self.profile) + ".raw"],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             self._throughput(result, NOOP, process, sampler, tasks, NOOP.budget)
             if self.spy is not None:

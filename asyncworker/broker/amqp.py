@@ -40,7 +40,7 @@ from aiormq.exceptions import ChannelInvalidStateError
 from ..backoff import BackoffPolicy, Outage
 from ..logging import get_logger, redact_url
 from ..protocol import MessageTemplate, OutgoingMessage
-from . import frames, urls
+from . import frames, urls, wire
 from .base import Broker, Delivery, DeliveryHandler
 from .raw import RawQueue
 from .reconnect import BackoffConnection, quiet_library_logs
@@ -375,6 +375,8 @@ class AmqpBroker(Broker):
         self._acks: dict[int, AckBatch] = {}
         # A message whose properties do not decode must not drop the connection.
         frames.install()
+        # Frames cut from what the socket has, not read three times each.
+        wire.install()
 
     @property
     def url(self) -> str:
