@@ -16,6 +16,11 @@ beside the bench's usual small-header floor. The worker row is the bench's own:
 ``bench`` queue, results in PostgreSQL, tasks/s between the 10th and 90th
 percentile of ``date_done`` (:class:`bench.run.Bench`).
 
+``--batch-sizes`` adds one more worker run with its metrics port open and
+reports the ``asyncworker_result_batch_size`` histogram: how many result rows
+each ``executemany`` wrote (that run's figures are not used for the ratio, as
+the metrics hooks cost CPU).
+
 ``--profile FILE`` attaches py-spy (``--nonblocking``, so the sampling does not
 pause the worker) to the worker of the first round while it drains the backlog,
 and writes the collapsed stacks to ``FILE.raw`` and a summary (self time by
@@ -121,6 +126,15 @@ class ProfiledBench(Bench):
         super().__init__(*args, **kwargs)
         self.profile = profile
         self.spy: subprocess.Popen[bytes] | None = None
+        #: The worker's metrics port, when its result batch sizes are wanted.
+        self.metrics_port: int | None = None
+        self.batch_sizes: dict[str, float] = {}
+
+    def _env(self, config: Config) -> dict[str, str]:
+        env = super()._env(config)
+        if self.metrics_port is not None:
+            env["ASYNCWORKER_WORKER_HTTP_PORT"] = str(self.metrics_port)
+        return env
 
     def noop(self, tasks: int) -> Result:
         """One worker run on ``tasks`` pre-filled noop tasks (no latency phase)."""
@@ -140,7 +154,25 @@ class ProfiledBench(Bench):
             self._throughput(result, NOOP, process, sampler, tasks, NOOP.budget)
             if self.spy is not None:
                 self.spy.wait(60)
+            if self.metrics_port is not None:
+                self.batch_sizes = scrape_batch_sizes(self.metrics_port)
         return result
+
+
+def scrape_batch_sizes(port: int) -> dict[str, float]:
+    """The worker's ``asyncworker_result_batch_size`` histogram: batches, rows, buckets."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("asyncworker_result_batch_size_"):
+            name, _, value = line.rpartition(" ")
+            out[name.removeprefix("asyncworker_result_batch_size_")] = float(value)
+    count, total = out.get("count", 0.0), out.get("sum", 0.0)
+    out["mean_rows_per_batch"] = round(total / count, 1) if count else 0.0
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", type=Path, default=None, metavar="FILE",
                         help="py-spy the first round's worker; summary to FILE")
+    parser.add_argument("--batch-sizes", action="store_true",
+                        help="one more worker run with metrics on: rows per result batch")
     parser.add_argument("--out", type=Path, default=None, metavar="JSON",
                         help="write the rounds' figures here")
     args = parser.parse_args(argv)
@@ -179,6 +213,13 @@ def main(argv: list[str] | None = None) -> int:
         "median_ratio_same_messages": statistics.median(r["ratio_same_messages"]
                                                         for r in rounds),
     }
+    if args.batch_sizes:
+        from tests.private_services import free_port
+
+        bench.metrics_port = free_port()
+        extra = bench.noop(args.tasks)
+        summary["batch_sizes"] = {"noop_per_s_with_metrics": extra.throughput,
+                                  **bench.batch_sizes}
     print(json.dumps(summary, indent=2))
     if args.out is not None:
         args.out.write_text(json.dumps(summary, indent=2) + "\n")

@@ -57,3 +57,36 @@ def test_profile_summary_charges_self_time_to_libraries() -> None:
     raw = f"{main};decode (/v/site-packages/pamqp/decode.py:9) 3\n{main} 1\n"
     text = summarize(raw)
     assert "75.0%  pamqp" in text and "25.0%  asyncworker" in text
+
+
+def test_batch_sizes_scraped_from_the_metrics_page() -> None:
+    """Rows per result batch: the histogram's count, sum and mean."""
+    import http.server
+    import threading
+
+    from bench.floor_ratio import scrape_batch_sizes
+
+    page = (b'asyncworker_result_batch_size_bucket{le="100.0"} 4.0\n'
+            b"asyncworker_result_batch_size_count 4.0\n"
+            b"asyncworker_result_batch_size_sum 250.0\n"
+            b"other_metric 1.0\n")
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(page)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        sizes = scrape_batch_sizes(server.server_address[1])
+    finally:
+        server.shutdown()
+    assert sizes["count"] == 4 and sizes["sum"] == 250
+    assert sizes["mean_rows_per_batch"] == 62.5
+    assert sizes['bucket{le="100.0"}'] == 4
