@@ -8,6 +8,7 @@ in ``executemany`` batches of 100, and aioboto3 doing S3 get + put pairs.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import uuid
 from typing import Any
@@ -18,17 +19,37 @@ import asyncpg
 BODY = b'[[], {}, {"callbacks": null, "errbacks": null, "chain": null, "chord": null}]'
 
 
-async def amqp_consume_ack(url: str, count: int) -> float:
-    """Messages per second consumed and acked one by one (publishing not timed)."""
+@functools.cache
+def _celery() -> Any:
+    from celery import Celery
+
+    return Celery("floor")
+
+
+def celery_message(task_id: str) -> aio_pika.Message:
+    """A noop task message as the Celery client sends it: its ~20 headers and properties."""
+    headers = _celery().amqp.as_task_v2(task_id, "bench.noop", [], {}).headers
+    return aio_pika.Message(BODY, content_type="application/json", content_encoding="utf-8",
+                            headers=headers, correlation_id=task_id, reply_to="", priority=0,
+                            delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
+
+
+async def amqp_consume_ack(url: str, count: int, same_messages: bool = False) -> float:
+    """Messages per second consumed and acked one by one (publishing not timed).
+
+    ``same_messages``: the worker's own messages (:func:`celery_message`), whose
+    properties take longer to decode than the two headers of the default.
+    """
     connection = await aio_pika.connect(url)
     try:
         channel = await connection.channel()
         queue = await channel.declare_queue(f"floor.{uuid.uuid4().hex[:8]}", auto_delete=True)
         for _ in range(count):
-            await channel.default_exchange.publish(
-                aio_pika.Message(BODY, content_type="application/json",
-                                 headers={"task": "bench.noop", "id": str(uuid.uuid4())}),
-                routing_key=queue.name)
+            task_id = str(uuid.uuid4())
+            message = celery_message(task_id) if same_messages else aio_pika.Message(
+                BODY, content_type="application/json",
+                headers={"task": "bench.noop", "id": task_id})
+            await channel.default_exchange.publish(message, routing_key=queue.name)
         await channel.set_qos(prefetch_count=1000)
         done = asyncio.Event()
         seen = 0
@@ -99,6 +120,8 @@ async def measure(amqp_url: str, dsn: str, scale: float,
     n = max(200, int(20000 * scale))
     out: dict[str, Any] = {
         "amqp_consume_ack_per_s": round(await amqp_consume_ack(amqp_url, n)),
+        "amqp_consume_ack_same_messages_per_s": round(
+            await amqp_consume_ack(amqp_url, n, same_messages=True)),
         "pg_single_inserts_per_s": round(await pg_inserts(dsn, max(200, n // 4), 1)),
         "pg_batched_inserts_per_s": round(await pg_inserts(dsn, n * 2, 100)),
     }

@@ -143,13 +143,37 @@ def markdown(data: dict[str, Any]) -> str:
         "### Floors (one asyncio process doing only that)",
         "",
         f"- aio-pika consume + ack: {_fmt(f.get('amqp_consume_ack_per_s'))} messages/s",
+        *([f"- the same, on the Celery client's noop messages (~20 headers): "
+           f"{_fmt(f['amqp_consume_ack_same_messages_per_s'])} messages/s"]
+          if f.get("amqp_consume_ack_same_messages_per_s") else []),
         f"- asyncpg inserts, one per statement: {_fmt(f.get('pg_single_inserts_per_s'))} rows/s",
         f"- asyncpg inserts, executemany × 100: {_fmt(f.get('pg_batched_inserts_per_s'))} rows/s",
     ]
     if "s3_requests_per_s" in f:
         lines.append(f"- S3 test server (moto), get + put: {_fmt(f['s3_requests_per_s'])} "
                      "requests/s (two per vision task)")
+    lines += floor_share_lines(data)
     return "\n".join(lines) + "\n"
+
+
+def floor_share_lines(data: dict[str, Any]) -> list[str]:
+    """noop throughput as a share of the raw AMQP floors (issue 14's first target: 80%)."""
+    f = data["floors"]
+    rows = [r for r in data["results"] if r["workload"] == "noop" and r["kind"] == "asyncworker"
+            and not r.get("baseline") and r["throughput"]]
+    floors = [(key, label) for key, label in (
+        ("amqp_consume_ack_per_s", "aio-pika consume + ack"),
+        ("amqp_consume_ack_same_messages_per_s", "the same, on the worker's Celery messages"),
+    ) if f.get(key)]
+    if not rows or not floors:
+        return []
+    lines = ["", "#### noop against the AMQP floor", "",
+             "| Worker | Tasks/s | " + " | ".join(f"% of {label}" for _, label in floors) + " |",
+             "|---|---:|" + "---:|" * len(floors)]
+    lines += [f"| {r['config']} | {_fmt(r['throughput'])} | "
+              + " | ".join(f"{100 * r['throughput'] / f[key]:.0f}%" for key, _ in floors) + " |"
+              for r in rows]
+    return lines
 
 
 def chart(data: dict[str, Any], path: Path) -> None:

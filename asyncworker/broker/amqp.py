@@ -1,6 +1,7 @@
 """RabbitMQ through aio-pika: robust connection, declarations, consume, publish.
 
-The connection is robust: aio-pika reconnects and restores channels, QoS,
+Deliveries come straight from aiormq (``raw.py``), not through aio-pika's
+message objects. The connection is robust: aio-pika reconnects and restores channels, QoS,
 declarations and consumers. Messages that were unacked when the link dropped
 come back from the broker with ``redelivered`` set; acking them on the old
 channel fails, which ``AmqpDelivery`` reports instead of raising, and a
@@ -29,17 +30,19 @@ import aio_pika
 from aio_pika.abc import (
     AbstractChannel,
     AbstractExchange,
-    AbstractIncomingMessage,
     AbstractQueue,
     AbstractRobustConnection,
 )
 from aiormq import spec
+from aiormq.abc import DeliveredMessage
+from aiormq.exceptions import ChannelInvalidStateError
 
 from ..backoff import BackoffPolicy, Outage
 from ..logging import get_logger, redact_url
 from ..protocol import MessageTemplate, OutgoingMessage
-from . import frames, urls
+from . import frames, urls, wire
 from .base import Broker, Delivery, DeliveryHandler
+from .raw import RawQueue
 from .reconnect import BackoffConnection, quiet_library_logs
 from .topology import ExchangeSpec, QueueSpec
 from .urls import Failover
@@ -99,14 +102,21 @@ class SplicedProperties(spec.Basic.Properties):
 
 
 class AmqpDelivery(Delivery):
-    """An aio-pika message behind the ``Delivery`` interface."""
+    """An aiormq message behind the ``Delivery`` interface.
 
-    __slots__ = ("broker", "message")
+    The message comes straight from aiormq (``RawQueue``): aio-pika's
+    ``IncomingMessage`` copied and converted a dozen properties per message
+    and started one more asyncio task per delivery, for values read at most
+    once here.
+    """
 
-    def __init__(self, message: AbstractIncomingMessage, queue: str,
+    __slots__ = ("broker", "message", "properties")
+
+    def __init__(self, message: DeliveredMessage, queue: str,
                  broker: AmqpBroker | None = None) -> None:
         super().__init__(queue)
         self.message = message
+        self.properties: spec.Basic.Properties = message.header.properties
         self.broker = broker
 
     # Properties are read at most a few times per message: no copies up front.
@@ -116,27 +126,28 @@ class AmqpDelivery(Delivery):
 
     @property
     def headers(self) -> dict[str, Any]:  # type: ignore[override]
-        return self.message.headers or {}
+        return self.properties.headers or {}
 
     @property
     def content_type(self) -> str | None:  # type: ignore[override]
-        return self.message.content_type
+        return self.properties.content_type
 
     @property
     def content_encoding(self) -> str | None:  # type: ignore[override]
-        return self.message.content_encoding
+        return self.properties.content_encoding
 
     @property
     def correlation_id(self) -> str | None:  # type: ignore[override]
-        return self.message.correlation_id
+        return self.properties.correlation_id
 
     @property
     def reply_to(self) -> str | None:  # type: ignore[override]
-        return self.message.reply_to
+        return self.properties.reply_to
 
     @property
     def priority(self) -> int | None:  # type: ignore[override]
-        return self.message.priority
+        priority = self.properties.priority
+        return 0 if priority is None else priority  # as aio-pika reported it
 
     @property
     def exchange(self) -> str:  # type: ignore[override]
@@ -158,14 +169,20 @@ class AmqpDelivery(Delivery):
     async def _settle(self, ack: bool, requeue: bool) -> bool:
         try:
             tag = self.message.delivery_tag
-            if ack and self.broker is not None and tag is not None:
-                self.broker.acks_for(self.message.channel).ack(tag)
+            channel = self.message.channel
+            if tag is None:
+                return True  # not a delivery (an empty basic.get)
+            if channel.is_closed:
+                # Its tags died with it (aio-pika's message raised the same).
+                raise ChannelInvalidStateError(f"{channel!r} closed")
+            if ack and self.broker is not None:
+                self.broker.acks_for(channel).ack(tag)
             elif ack:
-                await self.message.ack()
+                await channel.basic_ack(tag)
             else:
-                await self.message.reject(requeue=requeue)
-                if self.broker is not None and tag is not None:
-                    self.broker.acks_for(self.message.channel).settled(tag)
+                await channel.basic_reject(tag, requeue=requeue)
+                if self.broker is not None:
+                    self.broker.acks_for(channel).settled(tag)
             return True
         except Exception as exc:
             # After a reconnect the delivery tag is void; the broker redelivers.
@@ -175,11 +192,7 @@ class AmqpDelivery(Delivery):
             return False
 
     def is_stale(self) -> bool:
-        try:
-            self.message.channel  # noqa: B018 - raises once the channel is closed
-        except Exception:
-            return True
-        return False
+        return bool(self.message.channel.is_closed)
 
     def hold(self) -> contextlib.AbstractAsyncContextManager[None]:
         if self.broker is None:
@@ -362,6 +375,8 @@ class AmqpBroker(Broker):
         self._acks: dict[int, AckBatch] = {}
         # A message whose properties do not decode must not drop the connection.
         frames.install()
+        # Frames cut from what the socket has, not read three times each.
+        wire.install()
 
     @property
     def url(self) -> str:
@@ -511,9 +526,14 @@ class AmqpBroker(Broker):
         queue = await self.declare(spec, passive=passive, purpose=purpose)
         name = spec.name
 
-        async def on_message(message: AbstractIncomingMessage) -> None:
-            await handler(AmqpDelivery(message, name, self))
+        async def on_message(message: DeliveredMessage) -> None:
+            delivery = AmqpDelivery(message, name, self)
+            if no_ack:
+                delivery.settled = True  # acked by the broker on delivery
+            await handler(delivery)
 
+        if not isinstance(queue, RawQueue):
+            raise TypeError("consuming needs a RawChannel (BackoffConnection's channels)")
         self._queues[spec.name] = queue
         self._consumers[spec.name] = await queue.consume(on_message, no_ack=no_ack)
         log.info("consuming", queue=spec.name, exchange=spec.exchange.name,
@@ -612,9 +632,12 @@ class AmqpBroker(Broker):
 
     async def get(self, queue: str) -> Delivery | None:
         channel = await self._channel(publish=False, purpose="inspect")
-        declared = await channel.declare_queue(queue, passive=True)
-        message = await declared.get(no_ack=False, fail=False)
-        return None if message is None else AmqpDelivery(message, queue)
+        await channel.declare_queue(queue, passive=True)
+        underlay = await channel.get_underlay_channel()
+        message = await underlay.basic_get(queue, no_ack=False)
+        if isinstance(message.delivery, spec.Basic.GetEmpty):
+            return None
+        return AmqpDelivery(message, queue)
 
     async def message_count(self, queue: str) -> int:
         channel = await self._channel(publish=False, purpose="inspect")

@@ -28,11 +28,15 @@ from yarl import URL
 
 from ..backoff import Outage
 from ..logging import redact_url
+from .raw import RawChannel
 from .urls import Failover
 
 
 class BackoffConnection(RobustConnection):
     """A robust connection whose reconnect attempts an ``Outage`` paces and logs."""
+
+    #: Queues that hand consumers aiormq's messages (``raw.py``).
+    CHANNEL_CLASS = RawChannel
 
     #: Set once the first connection is up (the first connect is retried by the
     #: broker itself, a new connection per attempt).

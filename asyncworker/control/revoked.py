@@ -28,6 +28,10 @@ class RevokedSet:
         while len(self._ids) > self.limit:
             self._ids.popitem(last=False)
 
+    def __bool__(self) -> bool:
+        """Whether any id is held (expired ones count until looked up)."""
+        return bool(self._ids)
+
     def __contains__(self, task_id: object) -> bool:
         when = self._ids.get(task_id) if isinstance(task_id, str) else None
         if when is None:

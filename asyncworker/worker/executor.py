@@ -65,6 +65,10 @@ _CLOSING = {SUCCESS: "task_succeeded", FAILURE: "task_failed", RETRY: "task_retr
             CANCELLED: "task_cancelled"}
 
 
+#: One phase of an outcome step (``before_store`` or ``after_store``, bound).
+Phase = Callable[[Job], Awaitable[None]]
+
+
 class ResultNotStored(Exception):
     """The task succeeded but its result could not be written (the message is kept)."""
 
@@ -87,8 +91,24 @@ class Executor:
         self.state = state
         self.hostname = hostname
         self.dead_letters = dead_letters
-        self.steps: Sequence[OutcomeStep] = ()
+        self._steps: Sequence[OutcomeStep] = ()
+        self._before: list[Phase] = []
+        self._after: list[Phase] = []
         self.run: CallNext | None = None  # the execution chain, set by the worker
+
+    @property
+    def steps(self) -> Sequence[OutcomeStep]:
+        """The outcome steps, in order (set by the worker)."""
+        return self._steps
+
+    @steps.setter
+    def steps(self, steps: Sequence[OutcomeStep]) -> None:
+        self._steps = steps
+        # Only the phases a step overrides: the base class's are no-ops.
+        self._before = [step.before_store for step in steps
+                        if type(step).before_store is not OutcomeStep.before_store]
+        self._after = [step.after_store for step in steps
+                       if type(step).after_store is not OutcomeStep.after_store]
 
     # -- running -------------------------------------------------------------
     async def execute(self, job: Job) -> None:
@@ -138,17 +158,25 @@ class Executor:
             outcome.exc = TaskRevokedError(outcome.reason)
         job.outcome = outcome
         again = True
+        # Each phase is awaited here, not through a wrapper: a coroutine frame
+        # fewer per step and message.
         while again:
             again = False
-            for step in self.steps:
-                await self._step(step.before_store, job)
+            for phase in self._before:
+                try:
+                    await phase(job)
+                except Exception as exc:
+                    self._step_failed(phase, job, exc)
             stored = await self._store_outcome(job, job.outcome)
             # The store may replace the outcome: an unencodable value is stored as
             # its encoding error, and the job is then that FAILURE.
             current = job.outcome
             current.stored = stored
-            for step in self.steps:
-                await self._step(step.after_store, job)
+            for phase in self._after:
+                try:
+                    await phase(job)
+                except Exception as exc:
+                    self._step_failed(phase, job, exc)
                 if job.outcome is not current:
                     again = True  # a step replaced the outcome: its round starts over
                     break
@@ -162,13 +190,11 @@ class Executor:
         self.close(job)
         await self._settle(job, outcome)
 
-    async def _step(self, phase: Callable[[Job], Awaitable[None]], job: Job) -> None:
-        try:
-            await phase(job)
-        except Exception as exc:
-            log.exception("outcome step failed", task_id=job.id, task=job.name,
-                          step=type(getattr(phase, "__self__", phase)).__name__,
-                          error=repr(exc))
+    @staticmethod
+    def _step_failed(phase: Phase, job: Job, exc: Exception) -> None:
+        log.exception("outcome step failed", task_id=job.id, task=job.name,
+                      step=type(getattr(phase, "__self__", phase)).__name__,
+                      error=repr(exc))
 
     async def _store_outcome(self, job: Job, outcome: Outcome) -> bool | None:
         request, task = job.request, job.task

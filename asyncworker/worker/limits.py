@@ -136,6 +136,10 @@ class Limits:
             self.set_rate(task.name, rate)
         return self._buckets[task.name]
 
+    def unlimited(self, task: Any) -> bool:
+        """No local or global rate limit applies to ``task`` now."""
+        return self._bucket(task) is None and not self._global_rates.get(task.name)
+
     async def wait_rate(self, task: Any) -> None:
         """Wait for the task's local, then global, rate limit."""
         bucket = self._bucket(task)

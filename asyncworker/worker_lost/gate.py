@@ -78,6 +78,11 @@ class WorkerLost:
         #: One suspect at a time in this worker.
         self.isolation = asyncio.Lock()
 
+    def skips(self, job: Job) -> bool:
+        """Only redelivered late-ack tasks are judged."""
+        task = job.task
+        return not job.delivery.redelivered or task is None or not task.option("acks_late")
+
     async def __call__(self, job: Job, call_next: CallNext) -> None:
         task = job.task
         if not job.delivery.redelivered or task is None or not task.option("acks_late"):

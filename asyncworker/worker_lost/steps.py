@@ -45,6 +45,11 @@ class MarkStarted:
         self.store, self.me, self.runs, self.marked = store, me, runs, marked
         self._runs = itertools.count(1)
 
+    def skips(self, job: Job) -> bool:
+        """Early-ack tasks get no marker."""
+        task = job.task
+        return task is None or job.id is None or not task.option("acks_late")
+
     async def __call__(self, job: Job, call_next: CallNext) -> None:
         task = job.task
         if task is not None and job.id is not None and task.option("acks_late"):

@@ -30,3 +30,63 @@ def test_nearest_rank_percentiles() -> None:
     assert percentile(values, 95) == 95
     assert percentile(values, 99) == 99
     assert percentile([7.0], 99) == 7.0
+
+
+def test_noop_share_of_the_amqp_floor() -> None:
+    """The report gives this tree's noop rows as a percentage of each AMQP floor."""
+    from bench.report import floor_share_lines
+
+    rows = [{"config": "asyncworker -c 100", "kind": "asyncworker", "workload": "noop",
+             "throughput": 6000.0},
+            {"config": "asyncworker@abc -c 100", "kind": "asyncworker", "workload": "noop",
+             "throughput": 5000.0, "baseline": "abc"},
+            {"config": "prefork -c 2", "kind": "celery", "workload": "noop", "throughput": 500.0}]
+    data = {"floors": {"amqp_consume_ack_per_s": 8000,
+                       "amqp_consume_ack_same_messages_per_s": 7500}, "results": rows}
+    lines = floor_share_lines(data)
+    assert lines[-1] == "| asyncworker -c 100 | 6,000 | 75% | 80% |"
+    assert len([line for line in lines if line.startswith("| asyncworker")]) == 1
+    assert floor_share_lines({"floors": {}, "results": rows}) == []
+
+
+def test_profile_summary_charges_self_time_to_libraries() -> None:
+    """py-spy's collapsed stacks: the leaf frame's file names the library."""
+    from bench.floor_ratio import summarize
+
+    main = "main (/x/asyncworker/worker/consumer.py:1)"
+    raw = f"{main};decode (/v/site-packages/pamqp/decode.py:9) 3\n{main} 1\n"
+    text = summarize(raw)
+    assert "75.0%  pamqp" in text and "25.0%  asyncworker" in text
+
+
+def test_batch_sizes_scraped_from_the_metrics_page() -> None:
+    """Rows per result batch: the histogram's count, sum and mean."""
+    import http.server
+    import threading
+
+    from bench.floor_ratio import scrape_batch_sizes
+
+    page = (b'asyncworker_result_batch_size_bucket{le="100.0"} 4.0\n'
+            b"asyncworker_result_batch_size_count 4.0\n"
+            b"asyncworker_result_batch_size_sum 250.0\n"
+            b"other_metric 1.0\n")
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(page)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        sizes = scrape_batch_sizes(server.server_address[1])
+    finally:
+        server.shutdown()
+    assert sizes["count"] == 4 and sizes["sum"] == 250
+    assert sizes["mean_rows_per_batch"] == 62.5
+    assert sizes['bucket{le="100.0"}'] == 4

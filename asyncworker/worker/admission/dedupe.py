@@ -34,6 +34,10 @@ class Dedupe:
         self.outage = Outage("result backend", backend.describe() if backend else "", None, log)
         self.finish = finish
 
+    def skips(self, job: Job) -> bool:
+        """A first delivery cannot be a duplicate."""
+        return not job.delivery.redelivered
+
     async def __call__(self, job: Job, call_next: CallNext) -> None:
         if job.delivery.redelivered and await self._duplicate(job):
             await self.finish(job, Outcome(IGNORED, reason="duplicate"))

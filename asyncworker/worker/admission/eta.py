@@ -45,6 +45,10 @@ class Eta:
         #: Buckets take their queue's type (quorum in a cluster).
         self.topology = topology
 
+    def skips(self, job: Job) -> bool:
+        """No ETA on the message."""
+        return job.message is not None and job.message.eta is None
+
     async def __call__(self, job: Job, call_next: CallNext) -> None:
         assert job.message is not None
         eta = job.message.eta

@@ -14,6 +14,10 @@ class Expires:
     def __init__(self, finish: Finish) -> None:
         self.finish = finish
 
+    def skips(self, job: Job) -> bool:
+        """No ``expires`` on the message."""
+        return job.message is not None and job.message.expires is None
+
     async def __call__(self, job: Job, call_next: CallNext) -> None:
         assert job.message is not None
         expires = job.message.expires

@@ -17,6 +17,10 @@ class RateLimit:
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
 
+    def skips(self, job: Job) -> bool:
+        """No local or global rate limit for the task."""
+        return job.task is not None and self.limits.unlimited(job.task)
+
     async def __call__(self, job: Job, call_next: CallNext) -> None:
         assert job.task is not None
         await self.limits.wait_rate(job.task)

@@ -20,6 +20,10 @@ class Stale:
     def __init__(self, finish: Finish) -> None:
         self.finish = finish
 
+    def skips(self, job: Job) -> bool:
+        """The delivery is still the broker's to settle (the common case)."""
+        return not job.delivery.is_stale()
+
     async def __call__(self, job: Job, call_next: CallNext) -> None:
         if job.delivery.is_stale():
             log.info("channel closed before the task started; the broker redelivers it",

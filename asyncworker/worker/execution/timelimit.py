@@ -21,7 +21,8 @@ class TimeLimit:
     def __init__(self, limits: Limits | None = None) -> None:
         self.limits = limits
 
-    async def __call__(self, job: Job, call_next: CallNext) -> None:
+    def _resolve(self, job: Job) -> tuple[float | None, float | None]:
+        """Set and return ``job.time_limits``: ``(hard, soft)``."""
         task, request = job.task, job.request
         assert task is not None and request is not None
         hard, soft = request.timelimit
@@ -33,7 +34,18 @@ class TimeLimit:
             hard = task_hard if hard is None else hard
             soft = task_soft if soft is None else soft
         job.time_limits = (hard, soft)
-        if task.is_async and (hard is not None or soft is not None):
+        return hard, soft
+
+    def skips(self, job: Job) -> bool:
+        """No coroutine to limit here (the limits are still resolved for the body)."""
+        hard, soft = self._resolve(job)
+        assert job.task is not None
+        return not job.task.is_async or (hard is None and soft is None)
+
+    async def __call__(self, job: Job, call_next: CallNext) -> None:
+        hard, soft = self._resolve(job)
+        assert job.task is not None
+        if job.task.is_async and (hard is not None or soft is not None):
             await timelimits.run_coroutine(call_next(job), soft, hard)  # type: ignore[arg-type]
         else:
             await call_next(job)
