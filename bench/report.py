@@ -91,18 +91,29 @@ def best_peer(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def _peer_lines(rows: list[dict[str, Any]], ours: dict[str, Any] | None) -> list[str]:
-    """asyncworker against prefork and against the best asyncio peer, in one line."""
+    """asyncworker against prefork and against the best asyncio peer, a line per row.
+
+    The rows: asyncworker's first, and the one with its results in Redis (the peers'
+    store) when there is one.
+    """
     best = best_peer(rows)
     prefork = next((r for r in rows if r["config"].startswith("prefork")), None)
     if ours is None or best is None:
         return []
-    parts = [f"{_ratio(ours['throughput'], prefork['throughput'])} {prefork['config']}'s"
-             ] if prefork else []
-    cpu = _ratio(ours["cpu_ms_per_task"] or 0, best["cpu_ms_per_task"] or 0, 2)
-    rss = _ratio(ours["peak_rss_mb"], best["peak_rss_mb"], 2)
-    parts.append(f"{_ratio(ours['throughput'], best['throughput'], 2)} the best asyncio "
-                 f"peer's ({best['config']}), at {cpu} its CPU per task and {rss} its peak RSS")
-    return ["", f"**{ours['config']}** tasks/s: " + "; ".join(parts) + "."]
+    lines = [""]
+    for row in rows:
+        if row is not ours and not (row["kind"] == "asyncworker"
+                                    and row["config"].endswith(" redis")):
+            continue
+        parts = [f"{_ratio(row['throughput'], prefork['throughput'])} {prefork['config']}'s"
+                 ] if prefork else []
+        cpu = _ratio(row["cpu_ms_per_task"] or 0, best["cpu_ms_per_task"] or 0, 2)
+        rss = _ratio(row["peak_rss_mb"], best["peak_rss_mb"], 2)
+        parts.append(f"{_ratio(row['throughput'], best['throughput'], 2)} the best asyncio "
+                     f"peer's ({best['config']}), at {cpu} its CPU per task and {rss} its "
+                     "peak RSS")
+        lines.append(f"- **{row['config']}** tasks/s: " + "; ".join(parts) + ".")
+    return lines
 
 
 HEADER = ("| Worker | Tasks/s | Little's-law ideal | Speed-up | vs best peer | p50 ms | p95 ms "
@@ -140,7 +151,9 @@ def markdown(data: dict[str, Any]) -> str:
             "filled by taskiq's own client (`kiq`). Results: "
             + "; ".join(f"{kind}: {store}" for kind, store in PEERS.items())
             + ". Completion is aio-celery's `date_done` in its result; taskiq keeps no "
-            "completion time, so each task returns its finish time, stored with the result.",
+            "completion time, so each task returns its finish time, stored with the result. "
+            "`asyncworker … redis` rows store results in that same Redis (asyncworker's Redis "
+            "backend): against the peers, store for store.",
             "",
         ]
     if any(len(r.get("throughput_runs", [])) > 1 for r in data["results"]):

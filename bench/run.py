@@ -87,6 +87,7 @@ class Config:
     baseline: str = ""  # short commit whose asyncworker runs; "" = this tree
     twin_of: str = ""  # for a baseline row: the label of the same set-up on this tree
     processes: int = 1  # asyncworker's --processes
+    results: str = ""  # "redis": results in the peers' Redis store instead of PostgreSQL
 
 
 @dataclass(frozen=True)
@@ -138,7 +139,7 @@ def configs_for(workload: Workload, quick: bool) -> list[Config]:
         # One process per core under the supervisor (python -m bench.processes for the
         # broker's and the database's share of the CPU).
         out.append(Config(f"asyncworker -c {c} --processes 2", "asyncworker", c, processes=2))
-    out += peers.configs(c)
+    out += peers.configs(c, workload.name)
     out.append(Config("prefork -c 2", "celery", 2, "prefork"))
     if not quick:
         out += [Config("prefork -c 8", "celery", 8, "prefork"),
@@ -327,6 +328,8 @@ class Bench:
             env["BENCH_GEVENT_TUNED"] = "1"
         if config.pool == "uvloop":
             env["ASYNCWORKER_WORKER_EVENT_LOOP"] = "uvloop"
+        if config.results == "redis":
+            env["ASYNCWORKER_RESULT_BACKEND"] = peers.REDIS
         if config.kind == "asyncworker":
             env["PYTHONPATH"] = baseline.python_path(self._source(config)[0], REPO,
                                                      os.environ.get("PYTHONPATH"))

@@ -38,11 +38,18 @@ BACKENDS = {AIO_CELERY: "Redis, its only result backend (no PostgreSQL)",
 PREFETCH_MULTIPLIER = 4  # as asyncworker's and Celery's rows
 
 
-def configs(concurrency: int) -> list[Config]:
-    """One row per peer, at asyncworker's concurrency for the workload."""
+def configs(concurrency: int, workload: str) -> list[Config]:
+    """One row per peer, at asyncworker's concurrency for the workload.
+
+    For noop and sleep also asyncworker with its results in the peers' Redis: the
+    same store as theirs, so a difference between the rows is the worker's.
+    """
     from ..run import Config
 
-    return [Config(f"{kind} -c {concurrency}", kind, concurrency) for kind in KINDS]
+    same_store = [Config(f"asyncworker -c {concurrency} redis", "asyncworker", concurrency,
+                         results="redis")] if workload in ("noop", "sleep") else []
+    return same_store + [Config(f"{kind} -c {concurrency}", kind, concurrency)
+                         for kind in KINDS]
 
 
 def command(config: Config, workload: Workload) -> list[str]:
@@ -61,12 +68,12 @@ def command(config: Config, workload: Workload) -> list[str]:
 
 
 def side_for(config: Config) -> Side | None:
-    """The queue, publisher and result reader of a peer's row; None for the others."""
-    if config.kind not in KINDS:
+    """The queue, publisher and result reader of a row with results in Redis; else None."""
+    if config.kind not in KINDS and config.results != "redis":
         return None
     from . import driver
 
-    return driver.AioCelerySide() if config.kind == AIO_CELERY else driver.TaskiqSide()
+    return driver.TaskiqSide() if config.kind == TASKIQ else driver.CeleryRedisSide()
 
 
 #: Workloads a peer cannot run, and why: the table says so in place of figures.

@@ -42,11 +42,14 @@ class Side:
         self.redis.flushdb()
 
     def done(self) -> int:
-        """How many results are stored."""
-        return int(self.redis.dbsize())
+        """How many results are stored (asyncworker keeps a worker lease there too)."""
+        return len(self._keys())
+
+    def _keys(self) -> list[str]:
+        return [k.decode() for k in self.redis.scan_iter(match=self.prefix + "*", count=5000)]
 
     def _results(self) -> Iterator[tuple[str, Any]]:
-        keys = [k.decode() for k in self.redis.scan_iter(match=self.prefix + "*", count=1000)]
+        keys = self._keys()
         for start in range(0, len(keys), 1000):
             batch = keys[start:start + 1000]
             for key, raw in zip(batch, self.redis.mget(batch), strict=True):
@@ -76,8 +79,9 @@ class Side:
         raise NotImplementedError
 
 
-class AioCelerySide(Side):
-    """aio-celery: Celery's messages on queue ``bench``, Celery's result format in Redis."""
+class CeleryRedisSide(Side):
+    """Celery's messages on queue ``bench``, Celery's result format in Redis: aio-celery's
+    row, and asyncworker's with its Redis backend."""
 
 
 class TaskiqSide(Side):

@@ -25,6 +25,7 @@ def test_bench_quick_runs_every_configuration(services: dict[str, str], tmp_path
     concurrency = {"sleep": 1000, "vision": 200, "noop": 100}
     assert runs == {(w, f"{kind} -c {c}") for w, c in concurrency.items()
                     for kind in ("asyncworker", "aio-celery", "taskiq")} | {
+        ("sleep", "asyncworker -c 1000 redis"), ("noop", "asyncworker -c 100 redis")} | {
         (w, c) for w in ("sleep", "vision", "noop") for c in ("prefork -c 2", "threads -c 100")}
     for run in data["results"]:
         assert run["tasks_done"] > 0 and run["errors"] == 0, run
@@ -34,5 +35,6 @@ def test_bench_quick_runs_every_configuration(services: dict[str, str], tmp_path
     table = (tmp_path / "smoke.md").read_text()
     assert all(f"### {w}" in table for w in ("sleep", "vision", "noop"))
     # The asyncio peers' rows are measured, and asyncworker is set against the best of them.
-    assert table.count("the best asyncio peer's") == 3
+    # (asyncworker's rows of every workload, and its Redis rows of noop and sleep)
+    assert table.count("the best asyncio peer's") == 5
     assert (tmp_path / "smoke.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from bench import peers, report
-from bench.peers.driver import AioCelerySide, TaskiqSide
+from bench.peers.driver import CeleryRedisSide, TaskiqSide
 from bench.run import Config, configs_for, workloads
 
 
@@ -40,7 +40,7 @@ def test_completion_times_are_naive_utc_from_either_result_format() -> None:
     done = datetime(2026, 11, 30, 12, 0, 0, 250000)
     celery_format = json.loads(json.dumps(
         {"status": "SUCCESS", "date_done": done.replace(tzinfo=UTC).isoformat()}))
-    assert AioCelerySide.finished_at(AioCelerySide.__new__(AioCelerySide), celery_format) == done
+    assert CeleryRedisSide.__new__(CeleryRedisSide).finished_at(celery_format) == done
     side = TaskiqSide.__new__(TaskiqSide)
     stamp = done.replace(tzinfo=UTC).timestamp()
     assert side.finished_at({"return_value": stamp}) == done
@@ -67,7 +67,7 @@ def test_report_sets_asyncworker_against_prefork_and_the_best_peer() -> None:
                         _row("prefork -c 2", "celery", 300.0)]}
     table = report.markdown(data)
     assert "| ghost -c 100 | – cannot: no such thing |" in table
-    assert ("**asyncworker -c 100** tasks/s: 10.0× prefork -c 2's; 2.00× the best asyncio "
+    assert ("- **asyncworker -c 100** tasks/s: 10.0× prefork -c 2's; 2.00× the best asyncio "
             "peer's (taskiq -c 100), at 0.50× its CPU per task and 1.00× its peak RSS.") in table
     asyncworker_row = next(line for line in table.splitlines()
                            if line.startswith("| **asyncworker"))
