@@ -174,8 +174,9 @@ def plan(chosen: list[Workload], quick: bool, wanted: list[str], commit: str,
         configs = [c for c in configs_for(workload, quick) if selected(c, wanted)]
         ours = [c for c in configs if c.kind == "asyncworker"]
         if commit and workload.name in BASELINE_WORKLOADS:
-            ours = [twin for c in ours  # an older tree may not know --processes
-                    for twin in ((c, baseline_twin(c, commit)) if c.processes == 1 else (c,))]
+            # An older tree may not know --processes; the Redis rows compare with the peers.
+            ours = [twin for c in ours for twin in (
+                (c, baseline_twin(c, commit)) if c.processes == 1 and not c.results else (c,))]
         steps += [(c, workload) for _ in range(repeat) for c in ours]
         steps += [(c, workload) for c in configs if c.kind != "asyncworker"]
     return steps

@@ -77,3 +77,14 @@ def test_report_sets_asyncworker_against_prefork_and_the_best_peer() -> None:
 def test_a_cannot_row_has_as_many_cells_as_the_header() -> None:
     row = report._cannot_row({"config": "x", "cannot": "why"})
     assert row.count("|") == report.HEADER.count("|")
+
+
+def test_baseline_twins_are_for_asyncworkers_own_rows_only() -> None:
+    from bench.run import plan
+
+    steps = plan([w for w in workloads(True) if w.name == "noop"], True, [], "abc1234", 1)
+    labels = [c.label for c, _ in steps]
+    assert "asyncworker@abc1234 -c 100" in labels
+    assert "asyncworker -c 100 redis" in labels
+    assert not any("@" in label and "redis" in label for label in labels)
+    assert not any("@" in label for label in labels if "aio-celery" in label or "taskiq" in label)
