@@ -6,10 +6,9 @@ import asyncio
 
 from asyncworker import App
 
-app = App("bench")
+from . import SLEEP_SECONDS
 
-#: How long a ``sleep`` task waits: an I/O wait with nothing else to do.
-SLEEP_SECONDS = 0.1
+app = App("bench")
 
 
 @app.task(name="bench.noop")

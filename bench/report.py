@@ -6,6 +6,8 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
+from .peers import BACKENDS as PEERS
+
 
 def _fmt(value: Any, digits: int = 0) -> str:
     if value is None:
@@ -82,6 +84,47 @@ def _against_lines(data: dict[str, Any], workload: str) -> list[str]:
     return [*lines, ""]
 
 
+def best_peer(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The asyncio peer's row with the highest throughput (None without a measured one)."""
+    measured = [r for r in rows if r["kind"] in PEERS and not r.get("cannot") and r["throughput"]]
+    return max(measured, key=lambda r: r["throughput"], default=None)
+
+
+def _peer_lines(rows: list[dict[str, Any]], ours: dict[str, Any] | None) -> list[str]:
+    """asyncworker against prefork and against the best asyncio peer, a line per row.
+
+    The rows: asyncworker's first, and the one with its results in Redis (the peers'
+    store) when there is one.
+    """
+    best = best_peer(rows)
+    prefork = next((r for r in rows if r["config"].startswith("prefork")), None)
+    if ours is None or best is None:
+        return []
+    lines = [""]
+    for row in rows:
+        if row is not ours and not (row["kind"] == "asyncworker"
+                                    and row["config"].endswith(" redis")):
+            continue
+        parts = [f"{_ratio(row['throughput'], prefork['throughput'])} {prefork['config']}'s"
+                 ] if prefork else []
+        cpu = _ratio(row["cpu_ms_per_task"] or 0, best["cpu_ms_per_task"] or 0, 2)
+        rss = _ratio(row["peak_rss_mb"], best["peak_rss_mb"], 2)
+        parts.append(f"{_ratio(row['throughput'], best['throughput'], 2)} the best asyncio "
+                     f"peer's ({best['config']}), at {cpu} its CPU per task and {rss} its "
+                     "peak RSS")
+        lines.append(f"- **{row['config']}** tasks/s: " + "; ".join(parts) + ".")
+    return lines
+
+
+HEADER = ("| Worker | Tasks/s | Little's-law ideal | Speed-up | vs best peer | p50 ms | p95 ms "
+          "| p99 ms | Peak RSS MB | Memory | CPU ms/task | Errors |")
+
+
+def _cannot_row(r: dict[str, Any]) -> str:
+    """A row for a worker that cannot run the workload: the reason, and no figures."""
+    return f"| {r['config']} | – cannot: {r['cannot']} |" + " – |" * (HEADER.count("|") - 3)
+
+
 def markdown(data: dict[str, Any]) -> str:
     """One table per workload, asyncworker first, with ratios against it."""
     m = data["machine"]
@@ -95,9 +138,24 @@ def markdown(data: dict[str, Any]) -> str:
         "of result rows' `date_done` (steady state; the time budget ends a run early); "
         "latency is publish → `date_done` at half that throughput. "
         "**Speed-up** = asyncworker's throughput ÷ this row's; "
-        "**memory** = this row's peak RSS ÷ asyncworker's.",
+        "**memory** = this row's peak RSS ÷ asyncworker's; "
+        "**vs best peer** = this row's throughput ÷ the best asyncio peer's.",
         "",
     ]
+    if any(r["kind"] in PEERS for r in data["results"]):
+        lines += [
+            "The asyncio peers run the same tasks at asyncworker's concurrency, on the same "
+            "RabbitMQ, one worker process each (taskiq's is a supervisor with one worker "
+            "child; RSS and CPU count both), with prefetch 4 × concurrency. aio-celery "
+            "consumes the bench's Celery messages; taskiq has its own protocol and queue, "
+            "filled by taskiq's own client (`kiq`). Results: "
+            + "; ".join(f"{kind}: {store}" for kind, store in PEERS.items())
+            + ". Completion is aio-celery's `date_done` in its result; taskiq keeps no "
+            "completion time, so each task returns its finish time, stored with the result. "
+            "`asyncworker … redis` rows store results in that same Redis (asyncworker's Redis "
+            "backend): against the peers, store for store.",
+            "",
+        ]
     if any(len(r.get("throughput_runs", [])) > 1 for r in data["results"]):
         lines += ["Rows run more than once (`--repeat`) show the median, with the min–max "
                   "in brackets.", ""]
@@ -118,11 +176,15 @@ def markdown(data: dict[str, Any]) -> str:
         lines += [
             f"### {workload}",
             "",
-            "| Worker | Tasks/s | Little's-law ideal | Speed-up | p50 ms | p95 ms | p99 ms "
-            "| Peak RSS MB | Memory | CPU ms/task | Errors |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            HEADER,
+            "|---|" + "---:|" * (HEADER.count("|") - 2),
         ]
+        best = best_peer(rows)
         for r in rows:
+            if r.get("cannot"):
+                lines.append(_cannot_row(r))
+                continue
+            vs_peer = _ratio(r["throughput"], best["throughput"], 2) if best else "–"
             speedup = "1.0×" if r is ours or ours is None else _ratio(ours["throughput"],
                                                                       r["throughput"])
             memory = "1.0×" if r is ours or ours is None else _ratio(r["peak_rss_mb"],
@@ -130,9 +192,11 @@ def markdown(data: dict[str, Any]) -> str:
             name = f"**{r['config']}**" if r is ours else r["config"]
             lines.append(
                 f"| {name} | {_with_spread(r, 'throughput')} | {_fmt(r['littles_law_ideal'])} "
-                f"| {speedup} | {_fmt(r['latency_p50_ms'])} | {_fmt(r['latency_p95_ms'])} "
-                f"| {_fmt(r['latency_p99_ms'])} | {_fmt(r['peak_rss_mb'])} | {memory} "
+                f"| {speedup} | {vs_peer} | {_fmt(r['latency_p50_ms'])} "
+                f"| {_fmt(r['latency_p95_ms'])} | {_fmt(r['latency_p99_ms'])} "
+                f"| {_fmt(r['peak_rss_mb'])} | {memory} "
                 f"| {_with_spread(r, 'cpu_ms_per_task', 2)} | {r['errors']} |")
+        lines += _peer_lines(rows, ours)
         notes = [f"{r['config']}: {n}" for r in rows for n in r["notes"]]
         if notes:
             lines += ["", *[f"- {n}" for n in notes]]
@@ -188,7 +252,7 @@ def chart(data: dict[str, Any], path: Path) -> None:
     for col, workload in enumerate(workloads):
         rows = [r for r in data["results"] if r["workload"] == workload]
         labels = [r["config"] for r in rows]
-        colors = ["#b0b0b0" if r["kind"] != "asyncworker"
+        colors = ["#e39c5a" if r["kind"] in PEERS else "#b0b0b0" if r["kind"] != "asyncworker"
                   else "#8fc1e3" if r.get("baseline") else "#2a7ab0" for r in rows]
         for row, (key, title) in enumerate((("throughput", "tasks/s"),
                                             ("peak_rss_mb", "peak RSS, MB"))):

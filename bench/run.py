@@ -26,6 +26,10 @@ has two phases:
    measured throughput and each one's publish → ``date_done`` time is recorded.
 
 Peak RSS is summed over the worker's whole process tree, sampled every 100 ms.
+
+The asyncio peers, aio-celery and taskiq, get rows of their own at asyncworker's
+concurrency (``--configs aio-celery,taskiq``); their results live in Redis (database
+14, or ``BENCH_REDIS_URL``), which each of their runs empties: see :mod:`bench.peers`.
 """
 
 from __future__ import annotations
@@ -46,12 +50,15 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg2
 
-from . import baseline, floors, report, servers
+from . import baseline, floors, peers, report, servers
 from .measure import TreeSampler, machine, percentile, wait_until
+
+if TYPE_CHECKING:
+    from .peers.driver import Side
 
 REPO = Path(__file__).resolve().parents[1]
 BROKER = os.environ.get("BENCH_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
@@ -73,13 +80,14 @@ class Config:
     """One worker set-up."""
 
     label: str
-    kind: str  # "asyncworker" or "celery"
+    kind: str  # "asyncworker", "celery", or a peer's (peers.KINDS)
     concurrency: int
     pool: str = ""  # Celery's -P; "uvloop" for asyncworker on uvloop
     tuned: bool = False
     baseline: str = ""  # short commit whose asyncworker runs; "" = this tree
     twin_of: str = ""  # for a baseline row: the label of the same set-up on this tree
     processes: int = 1  # asyncworker's --processes
+    results: str = ""  # "redis": results in the peers' Redis store instead of PostgreSQL
 
 
 @dataclass(frozen=True)
@@ -116,6 +124,7 @@ class Result:
     cpu_ms_per_task: float | None = None
     errors: int = 0
     notes: list[str] = field(default_factory=list)
+    cannot: str = ""  # why this worker cannot run the workload (the row says so, unmeasured)
     # Every run's figures, in run order (one unless --repeat); the fields above are medians.
     throughput_runs: list[float] = field(default_factory=list)
     cpu_ms_per_task_runs: list[float] = field(default_factory=list)
@@ -130,6 +139,7 @@ def configs_for(workload: Workload, quick: bool) -> list[Config]:
         # One process per core under the supervisor (python -m bench.processes for the
         # broker's and the database's share of the CPU).
         out.append(Config(f"asyncworker -c {c} --processes 2", "asyncworker", c, processes=2))
+    out += peers.configs(c, workload.name)
     out.append(Config("prefork -c 2", "celery", 2, "prefork"))
     if not quick:
         out += [Config("prefork -c 8", "celery", 8, "prefork"),
@@ -164,8 +174,9 @@ def plan(chosen: list[Workload], quick: bool, wanted: list[str], commit: str,
         configs = [c for c in configs_for(workload, quick) if selected(c, wanted)]
         ours = [c for c in configs if c.kind == "asyncworker"]
         if commit and workload.name in BASELINE_WORKLOADS:
-            ours = [twin for c in ours  # an older tree may not know --processes
-                    for twin in ((c, baseline_twin(c, commit)) if c.processes == 1 else (c,))]
+            # An older tree may not know --processes; the Redis rows compare with the peers.
+            ours = [twin for c in ours for twin in (
+                (c, baseline_twin(c, commit)) if c.processes == 1 and not c.results else (c,))]
         steps += [(c, workload) for _ in range(repeat) for c in ours]
         steps += [(c, workload) for c in configs if c.kind != "asyncworker"]
     return steps
@@ -237,6 +248,8 @@ class Bench:
         self.images: list[str] = []
         self.s3: servers.Server | None = None
         self.gpt: servers.Server | None = None
+        #: The current row's queue, publisher and results when it is an asyncio peer's.
+        self.peer: Side | None = None
 
     # -- helpers -----------------------------------------------------------
     def _sql(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
@@ -252,15 +265,28 @@ class Bench:
             channel.queue_purge(QUEUE)
         if self._sql("SELECT to_regclass('celery_taskmeta')")[0][0]:
             self._sql("TRUNCATE celery_taskmeta")
+        if self.peer:
+            self.peer.reset()
 
     def _done(self) -> int:
+        if self.peer:
+            return self.peer.done()
         if not self._sql("SELECT to_regclass('celery_taskmeta')")[0][0]:
             return 0
         return int(self._sql("SELECT count(*) FROM celery_taskmeta")[0][0])
 
     def _failures(self) -> int:
+        if self.peer:
+            return self.peer.failures()
         return int(self._sql(
             "SELECT count(*) FROM celery_taskmeta WHERE status <> 'SUCCESS'")[0][0])
+
+    def _finished(self) -> list[tuple[str, datetime]]:
+        """Each result's task id and completion time (naive UTC), earliest first."""
+        if self.peer:
+            return self.peer.finished()
+        return [(task_id, done) for task_id, done in self._sql(
+            "SELECT task_id, date_done FROM celery_taskmeta ORDER BY date_done")]
 
     def _args(self, workload: Workload, i: int) -> list[Any]:
         return [self.images[i % len(self.images)]] if workload.name == "vision" else []
@@ -268,6 +294,9 @@ class Bench:
     def _publish(self, workload: Workload, count: int,
                  rate: float | None = None) -> dict[str, float]:
         """Publish ``count`` tasks (paced at ``rate`` per second); returns id → publish time."""
+        if self.peer and self.peer.publishes:
+            return self.peer.publish(workload.task, lambda i: self._args(workload, i), count,
+                                     rate)
         sent: dict[str, float] = {}
         started = time.monotonic()
         with self.client.producer_or_acquire() as producer:
@@ -284,7 +313,7 @@ class Bench:
 
     def _env(self, config: Config) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("ASYNCWORKER_", "BENCH_"))}
-        env.update(PYTHONUNBUFFERED="1", BENCH_BROKER_URL=BROKER,
+        env.update(PYTHONUNBUFFERED="1", BENCH_BROKER_URL=BROKER, BENCH_REDIS_URL=peers.REDIS,
                    BENCH_RESULT_BACKEND="db+postgresql+psycopg2://" + DSN.split("://", 1)[1],
                    BENCH_CONCURRENCY=str(config.concurrency), BENCH_GPT_MODEL="gpt-5-bench",
                    ASYNCWORKER_BROKER_URL=BROKER, ASYNCWORKER_RESULT_BACKEND=DSN,
@@ -300,6 +329,8 @@ class Bench:
             env["BENCH_GEVENT_TUNED"] = "1"
         if config.pool == "uvloop":
             env["ASYNCWORKER_WORKER_EVENT_LOOP"] = "uvloop"
+        if config.results == "redis":
+            env["ASYNCWORKER_RESULT_BACKEND"] = peers.REDIS
         if config.kind == "asyncworker":
             env["PYTHONPATH"] = baseline.python_path(self._source(config)[0], REPO,
                                                      os.environ.get("PYTHONPATH"))
@@ -326,6 +357,8 @@ class Bench:
         return found
 
     def _command(self, config: Config, workload: Workload) -> list[str]:
+        if config.kind in peers.KINDS:
+            return peers.command(config, workload)
         vision = workload.name == "vision"
         if config.kind == "asyncworker":
             app = "bench.vision_app:app" if vision else "bench.apps:app"
@@ -366,6 +399,10 @@ class Bench:
         """Both phases for one configuration and workload."""
         result = Result(config.label, config.kind, workload.name, config.concurrency,
                         config.baseline, config.twin_of)
+        self.peer = peers.side_for(config)
+        if reason := peers.cannot(config, workload):
+            result.cannot = reason
+            return result
         if workload.service_time:
             result.littles_law_ideal = round(config.concurrency / workload.service_time, 1)
         budget = workload.budget * max(self.scale, 0.05)
@@ -409,7 +446,8 @@ class Bench:
 
     def _consumers(self) -> int:
         with self.client.connection_for_write() as conn:
-            return int(conn.default_channel.queue_declare(QUEUE, passive=True).consumer_count)
+            queue = self.peer.queue if self.peer else QUEUE
+            return int(conn.default_channel.queue_declare(queue, passive=True).consumer_count)
 
     def _throughput(self, result: Result, workload: Workload, process: subprocess.Popen[bytes],
                     sampler: TreeSampler, count: int, budget: float) -> None:
@@ -428,8 +466,7 @@ class Bench:
                 break
             time.sleep(0.2)
         cpu_used = sampler.cpu_seconds() - cpu_start
-        done_at = [row[0] for row in self._sql(
-            "SELECT date_done FROM celery_taskmeta ORDER BY date_done")]
+        done_at = [done for _, done in self._finished()]
         n = len(done_at)
         result.tasks_done = n
         result.errors += self._failures()
@@ -448,7 +485,7 @@ class Bench:
         sent = self._publish(workload, count, rate)
         wait_until(lambda: self._done() >= count, 60 + count / rate, 0.1)
         result.errors += self._failures()
-        rows = self._sql("SELECT task_id, date_done FROM celery_taskmeta")
+        rows = self._finished()
         latencies = sorted(
             (done.replace(tzinfo=UTC).timestamp() - sent[task_id]) * 1000
             for task_id, done in rows if task_id in sent)
