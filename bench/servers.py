@@ -18,8 +18,13 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 S3_CREDENTIALS = {"s3_access_key_id": "testing", "s3_secret_access_key": "testing"}
+#: Where ``python -m bench`` finds an S3 server already running instead of starting moto
+#: (moto answers ~270 requests/s here, which caps the vision workload at ~135 tasks/s).
+S3_URL_ENV = "BENCH_S3_ENDPOINT"
+S3_KEY_ENV = ("BENCH_S3_ACCESS_KEY_ID", "BENCH_S3_SECRET_ACCESS_KEY")
 
 
 @dataclass
@@ -27,11 +32,11 @@ class Server:
     """A running server process and its base URL."""
 
     url: str
-    process: subprocess.Popen[str]
+    process: subprocess.Popen[str] | None  # None: a server this module did not start
 
     def stop(self) -> None:
         """Terminate the process (and anything it started)."""
-        if self.process.poll() is None:
+        if self.process is not None and self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGTERM)
             try:
@@ -62,6 +67,27 @@ def _wait_http(url: str, process: subprocess.Popen[str], deadline: float) -> Non
                 return
         time.sleep(0.1)
     raise TimeoutError(f"server for {url} did not start")
+
+
+def s3_credentials() -> tuple[str, str]:
+    """The S3 access key and secret: moto's (any will do) unless the environment names others."""
+    return (os.environ.get(S3_KEY_ENV[0], S3_CREDENTIALS["s3_access_key_id"]),
+            os.environ.get(S3_KEY_ENV[1], S3_CREDENTIALS["s3_secret_access_key"]))
+
+
+def s3_server(url: str = "") -> Server:
+    """The S3 server at ``url`` (or ``$BENCH_S3_ENDPOINT``) if given, else a new moto server.
+
+    Any S3-compatible server will do (MinIO, for one): the bench only creates a
+    bucket and gets and puts objects.
+    """
+    url = url or os.environ.get(S3_URL_ENV, "")
+    return Server(url.rstrip("/"), None) if url else start_s3()
+
+
+def s3_name(server: Server) -> str:
+    """How reports name the S3 server."""
+    return "moto" if server.process is not None else server.url
 
 
 def start_s3(timeout: float = 30.0) -> Server:
@@ -127,13 +153,18 @@ def serve_for_demo(env_file: str, bucket: str) -> None:
 
 def create_bucket(endpoint: str, bucket: str) -> None:
     """Create ``bucket`` on the S3 server (boto3, synchronously)."""
-    import boto3
-
-    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                          aws_access_key_id=S3_CREDENTIALS["s3_access_key_id"],
-                          aws_secret_access_key=S3_CREDENTIALS["s3_secret_access_key"])
+    client = s3_client(endpoint)
     with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
         client.create_bucket(Bucket=bucket)
+
+
+def s3_client(endpoint: str) -> Any:
+    """A synchronous boto3 client for the bench's own set-up calls."""
+    import boto3
+
+    key, secret = s3_credentials()
+    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                        aws_access_key_id=key, aws_secret_access_key=secret)
 
 
 if __name__ == "__main__":

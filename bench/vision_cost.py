@@ -42,8 +42,8 @@ async def _run_tasks(tasks: int, concurrency: int, images: list[str]) -> dict[st
 
     settings = VisionSettings(
         s3_endpoint_url=os.environ["BENCH_S3_URL"], s3_bucket=BUCKET,
-        s3_access_key_id=os.environ.get("BENCH_S3_KEY", "testing"),
-        s3_secret_access_key=os.environ.get("BENCH_S3_SECRET", "testing"),
+        s3_access_key_id=servers.s3_credentials()[0],
+        s3_secret_access_key=servers.s3_credentials()[1],
         gpt_base_url=os.environ["BENCH_GPT_URL"], gpt_api_key="sk-bench", gpt_model="gpt-5-bench")
     async with pipeline.open_clients(settings, concurrency) as clients:
         async def step(i: int) -> None:
@@ -80,12 +80,8 @@ def child(args: argparse.Namespace) -> None:
 
 def seed(endpoint: str) -> None:
     """The bucket and the images the tasks read."""
-    import boto3
-
     servers.create_bucket(endpoint, BUCKET)
-    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                          aws_access_key_id=os.environ.get("BENCH_S3_KEY", "testing"),
-                          aws_secret_access_key=os.environ.get("BENCH_S3_SECRET", "testing"))
+    client = servers.s3_client(endpoint)
     for i in range(IMAGES):
         client.put_object(Bucket=BUCKET, Key=f"images/{i}.png", ContentType="image/png",
                           Body=b"\x89PNG\r\n\x1a\n" + os.urandom(20_000))
@@ -112,7 +108,9 @@ def measure(args: argparse.Namespace, env: dict[str, str], loop: str,
                           check=False)
     if done.returncode:
         raise RuntimeError(f"vision_cost child failed: {done.stderr[-3000:]}")
-    figures: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    # py-spy writes lines of its own; the child's figures are the JSON one.
+    line = next(x for x in reversed(done.stdout.splitlines()) if x.startswith("{"))
+    figures: dict[str, float] = json.loads(line)
     return figures
 
 
@@ -126,8 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--latency", default="lognormal:1.0:0.2",
                         help="the fake model API's latency (as python -m bench uses)")
-    parser.add_argument("--s3-url", default=os.environ.get("BENCH_S3_URL", ""),
-                        help="an S3 endpoint already running (default: start moto)")
+    parser.add_argument("--s3-url", default="", metavar="URL",
+                        help="an S3 server already running (also $BENCH_S3_ENDPOINT; "
+                             "default: start moto)")
     parser.add_argument("--baseline", default="", metavar="REF",
                         help="also run asyncworker from this git revision, interleaved")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
@@ -139,20 +138,15 @@ def main(argv: list[str] | None = None) -> int:
         child(args)
         return 0
     with contextlib.ExitStack() as stack:
-        started: list[servers.Server] = []
-        s3_url = args.s3_url
-        if not s3_url:
-            started.append(stack.enter_context(_stopping(servers.start_s3())))
-            s3_url = started[-1].url
-        started.append(stack.enter_context(
-            _stopping(servers.start_fake_openai("--latency", args.latency))))
+        s3_url = stack.enter_context(_stopping(servers.s3_server(args.s3_url))).url
+        gpt = stack.enter_context(_stopping(servers.start_fake_openai("--latency", args.latency)))
         seed(s3_url)
         trees: list[tuple[str, Path]] = [("new", REPO)]
         if args.baseline:
             tree = stack.enter_context(baseline.checkout(REPO, args.baseline))
             trees.append((f"@{tree.commit}", tree.path))
         base_env = {k: v for k, v in os.environ.items() if not k.startswith("ASYNCWORKER_")}
-        base_env.update(BENCH_S3_URL=s3_url, BENCH_GPT_URL=started[-1].url)
+        base_env.update(BENCH_S3_URL=s3_url, BENCH_GPT_URL=gpt.url)
         if args.profile:
             args.profile.mkdir(parents=True, exist_ok=True)
         figures: dict[tuple[str, str], list[dict[str, float]]] = {}
@@ -178,7 +172,7 @@ def report(figures: dict[tuple[str, str], list[dict[str, float]]], names: list[s
     print(f"`python -m bench.vision_cost --tasks {args.tasks} --concurrency {args.concurrency} "
           f"--rounds {args.rounds} --loops {args.loops}"
           + (f" --baseline {args.baseline}" if args.baseline else "")
-          + (" --s3-url ..." if args.s3_url else "") + "`\n")
+          + (f" --s3-url {args.s3_url}" if args.s3_url else "") + "`\n")
     print("| Tree | Loop | CPU ms/task (median) | runs | tasks/s |")
     print("|---|---|---:|---|---:|")
     for (name, loop), runs in figures.items():

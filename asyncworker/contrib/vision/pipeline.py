@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...plugins import Plugin
-from . import s3
+from . import s3, s3_tuning
 from .classification import analysis_record, data_url
 from .gpt import ChatClient, build_http_client
 from .settings import VisionSettings
@@ -50,6 +50,7 @@ async def open_clients(settings: VisionSettings,
     session = aioboto3.Session()
     async with (session.client("s3", **s3.client_options(settings, size)) as s3_client,
                 build_http_client(settings, size) as http):
+        s3_tuning.tune(s3_client)
         yield VisionClients(s3_client, ChatClient(http, settings.gpt_model),
                             settings.s3_bucket, settings.gpt_image_mode)
 
