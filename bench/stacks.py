@@ -25,7 +25,10 @@ _IDLE = ("select (selectors.py", "poll (selectors.py", "run_once (uvloop",
 
 
 def package(path: str) -> str:
-    """The top-level package a source path belongs to (``stdlib:<module>`` for the stdlib)."""
+    """The top-level package or module a source path belongs to.
+
+    Full paths (py-spy ``--full-filenames``) mark the standard library ``stdlib:``.
+    """
     if "site-packages/" in path:
         top = path.split("site-packages/", 1)[1].split("/", 1)[0]
         return top.removesuffix(".py").split(".")[0]
@@ -33,9 +36,10 @@ def package(path: str) -> str:
         rest = path.split("/lib/python3", 1)[1].split("/", 1)[-1]
         return "stdlib:" + rest.split("/", 1)[0].removesuffix(".py")
     for name in ("asyncworker", "bench"):
-        if f"/{name}/" in path or path.startswith(f"{name}/"):
+        if f"/{name}/" in path:
             return name
-    return path or "?"
+    # py-spy's default short form: the path below its sys.path entry.
+    return path.split("/", 1)[0].removesuffix(".py") or "?"
 
 
 def parse(lines: Iterable[str]) -> Iterable[tuple[list[str], int]]:
