@@ -218,7 +218,7 @@ class Bench:
 
     def __init__(self, quick: bool, scale: float, progress: bool, log_path: Path,
                  tree: baseline.Baseline | None = None,
-                 latency_rate: float | None = None, s3_url: str = "") -> None:
+                 latency_rate: float | None = None, s3_server: str = "") -> None:
         from celery import Celery
 
         self.baseline = tree
@@ -235,7 +235,7 @@ class Bench:
         self.db = psycopg2.connect(DSN)
         self.db.autocommit = True
         self.images: list[str] = []
-        self.s3_url = s3_url  # "" or unset $BENCH_S3_ENDPOINT: start moto
+        self.s3_server = s3_server  # servers.s3_server's spec: "" for the default
         self.s3: servers.Server | None = None
         self.gpt: servers.Server | None = None
 
@@ -481,7 +481,7 @@ class Bench:
     # -- the whole bench ----------------------------------------------------------
     def start_servers(self) -> None:
         """S3 and the model API, and the images the vision tasks read."""
-        self.s3 = servers.s3_server(self.s3_url)
+        self.s3 = servers.s3_server(self.s3_server)
         self.gpt = servers.start_fake_openai("--latency", GPT_LATENCY)
         servers.create_bucket(self.s3.url, BUCKET)
         client = servers.s3_client(self.s3.url)
@@ -502,7 +502,7 @@ class Bench:
         s3 = (self.s3.url, BUCKET, "images/0.png") if self.s3 else None
         out = asyncio.run(floors.measure(BROKER, DSN, 0.25 if self.quick else 1.0, s3))
         if self.s3:
-            out["s3_server"] = servers.s3_name(self.s3)
+            out["s3_server"] = self.s3.name
         return out
 
 
@@ -542,11 +542,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--latency-rate", type=float, default=None, metavar="N",
                         help="publish the latency phase at N tasks/s for every row (default: "
                              "half each row's throughput), to compare latencies at one load")
-    parser.add_argument("--s3-url", default="", metavar="URL",
-                        help="run vision against the S3 server at URL (e.g. a local MinIO, "
-                             f"faster than moto; also ${servers.S3_URL_ENV}; keys from "
-                             f"${servers.S3_KEY_ENV[0]} and ${servers.S3_KEY_ENV[1]}) "
-                             "instead of starting moto")
+    parser.add_argument("--s3-server", default="", metavar="KIND|URL",
+                        help="the S3 server of the vision runs: moto (default), "
+                             "moto-keepalive (moto under waitress, if installed: keeps "
+                             "connections open as real S3 does), or the URL of one already "
+                             f"running, e.g. a local MinIO (keys from ${servers.S3_KEY_ENV[0]} "
+                             f"and ${servers.S3_KEY_ENV[1]}); also ${servers.S3_SERVER_ENV}")
     parser.add_argument("--out", type=Path, default=None,
                         help="output folder (default bench/results)")
     parser.add_argument("--name", default=None, help="file stem (default: full or quick)")
@@ -579,8 +580,9 @@ def command_line(args: argparse.Namespace) -> str:
         parts.append(f"--repeat {args.repeat}")
     if args.latency_rate:
         parts.append(f"--latency-rate {args.latency_rate:g}")
-    if args.s3_url or os.environ.get(servers.S3_URL_ENV):
-        parts.append(f"--s3-url {shlex.quote(args.s3_url or os.environ[servers.S3_URL_ENV])}")
+    s3 = args.s3_server or os.environ.get(servers.S3_SERVER_ENV, "")
+    if s3 and s3 != "moto":
+        parts.append(f"--s3-server {shlex.quote(s3)}")
     return " ".join(parts)
 
 
@@ -604,7 +606,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.baseline:
             tree = stack.enter_context(baseline.checkout(REPO, args.baseline))
         bench = Bench(args.quick, args.scale, not args.no_progress and sys.stderr.isatty(),
-                      out_dir / f"{name}.workers.log", tree, args.latency_rate, args.s3_url)
+                      out_dir / f"{name}.workers.log", tree, args.latency_rate, args.s3_server)
         bench.log_path.write_bytes(b"")
         steps = plan(chosen, args.quick, wanted, tree.commit if tree else "", args.repeat)
         skipped = [w.name for w in chosen if tree and w.name not in BASELINE_WORKLOADS]

@@ -21,9 +21,12 @@ from dataclasses import dataclass
 from typing import Any
 
 S3_CREDENTIALS = {"s3_access_key_id": "testing", "s3_secret_access_key": "testing"}
-#: Where ``python -m bench`` finds an S3 server already running instead of starting moto
-#: (moto answers ~270 requests/s here, which caps the vision workload at ~135 tasks/s).
-S3_URL_ENV = "BENCH_S3_ENDPOINT"
+#: Which S3 server the bench uses when no option says: ``moto`` (the default),
+#: ``moto-keepalive`` (moto under waitress: keeps connections open, as real S3 does),
+#: or the URL of an S3 server already running, MinIO for one. moto answers ~270
+#: requests/s here, which caps the vision workload at ~135 tasks/s.
+S3_SERVER_ENV = "BENCH_S3_SERVER"
+S3_KINDS = ("moto", "moto-keepalive")
 S3_KEY_ENV = ("BENCH_S3_ACCESS_KEY_ID", "BENCH_S3_SECRET_ACCESS_KEY")
 
 
@@ -33,6 +36,7 @@ class Server:
 
     url: str
     process: subprocess.Popen[str] | None  # None: a server this module did not start
+    name: str = ""
 
     def stop(self) -> None:
         """Terminate the process (and anything it started)."""
@@ -75,19 +79,22 @@ def s3_credentials() -> tuple[str, str]:
             os.environ.get(S3_KEY_ENV[1], S3_CREDENTIALS["s3_secret_access_key"]))
 
 
-def s3_server(url: str = "") -> Server:
-    """The S3 server at ``url`` (or ``$BENCH_S3_ENDPOINT``) if given, else a new moto server.
+def s3_server(spec: str = "") -> Server:
+    """The S3 server ``spec`` names (else ``$BENCH_S3_SERVER``, else moto), started if need be.
 
-    Any S3-compatible server will do (MinIO, for one): the bench only creates a
-    bucket and gets and puts objects.
+    A URL is a server already running; any S3-compatible one will do (MinIO, for
+    one): the bench only creates a bucket and gets and puts objects.
     """
-    url = url or os.environ.get(S3_URL_ENV, "")
-    return Server(url.rstrip("/"), None) if url else start_s3()
-
-
-def s3_name(server: Server) -> str:
-    """How reports name the S3 server."""
-    return "moto" if server.process is not None else server.url
+    spec = spec or os.environ.get(S3_SERVER_ENV, "") or "moto"
+    if spec == "moto":
+        return start_s3()
+    if spec == "moto-keepalive":
+        server = _start_module("bench.moto_keepalive")
+        server.name = spec
+        return server
+    if spec.startswith(("http://", "https://")):
+        return Server(spec.rstrip("/"), None, spec.rstrip("/"))
+    raise ValueError(f"S3 server: one of {', '.join(S3_KINDS)} or a URL, not {spec!r}")
 
 
 def start_s3(timeout: float = 30.0) -> Server:
@@ -103,13 +110,20 @@ def start_s3(timeout: float = 30.0) -> Server:
     except Exception:
         Server(url, process).stop()
         raise
-    return Server(url, process)
+    return Server(url, process, "moto")
 
 
 def start_fake_openai(*args: str, timeout: float = 30.0) -> Server:
     """The project's fake model API; ``args`` are its command-line options."""
+    server = _start_module("bench.fake_openai", *args, timeout=timeout)
+    server.url += "/v1"
+    return server
+
+
+def _start_module(module: str, *args: str, timeout: float = 30.0) -> Server:
+    """``python -m module --port 0 ARGS``, which prints ``listening on URL`` when it is up."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "bench.fake_openai", "--port", "0", *args],
+        [sys.executable, "-m", module, "--port", "0", *args],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True,
         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert process.stdout is not None
@@ -117,8 +131,8 @@ def start_fake_openai(*args: str, timeout: float = 30.0) -> Server:
     line = process.stdout.readline()
     if not line.startswith("listening on ") or time.monotonic() > deadline:
         Server("", process).stop()
-        raise RuntimeError(f"fake model API did not start: {line!r}")
-    return Server(line.split()[-1] + "/v1", process)
+        raise RuntimeError(f"{module} did not start: {line!r}")
+    return Server(line.split()[-1], process, module)
 
 
 @contextlib.contextmanager

@@ -7,7 +7,7 @@ and HTTP clients cost and a change to them shows plainly::
 
     python -m bench.vision_cost --tasks 1500 --loops asyncio,uvloop --rounds 3
     python -m bench.vision_cost --baseline HEAD~1     # this tree ÷ that commit
-    python -m bench.vision_cost --s3-url http://127.0.0.1:9000   # an S3 already running
+    python -m bench.vision_cost --s3-server http://127.0.0.1:9000   # an S3 already running
 
 Children alternate (new, old, new, old ...) so drift in the machine's speed falls
 on both sides alike; each prints its process CPU (every thread) per task. The S3
@@ -124,9 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--latency", default="lognormal:1.0:0.2",
                         help="the fake model API's latency (as python -m bench uses)")
-    parser.add_argument("--s3-url", default="", metavar="URL",
-                        help="an S3 server already running (also $BENCH_S3_ENDPOINT; "
-                             "default: start moto)")
+    parser.add_argument("--s3-server", default="", metavar="KIND|URL",
+                        help="moto (default), moto-keepalive, or the URL of an S3 server "
+                             "already running (as python -m bench --s3-server)")
     parser.add_argument("--baseline", default="", metavar="REF",
                         help="also run asyncworker from this git revision, interleaved")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         child(args)
         return 0
     with contextlib.ExitStack() as stack:
-        s3_url = stack.enter_context(_stopping(servers.s3_server(args.s3_url))).url
+        s3_url = stack.enter_context(_stopping(servers.s3_server(args.s3_server))).url
         gpt = stack.enter_context(_stopping(servers.start_fake_openai("--latency", args.latency)))
         seed(s3_url)
         trees: list[tuple[str, Path]] = [("new", REPO)]
@@ -172,7 +172,7 @@ def report(figures: dict[tuple[str, str], list[dict[str, float]]], names: list[s
     print(f"`python -m bench.vision_cost --tasks {args.tasks} --concurrency {args.concurrency} "
           f"--rounds {args.rounds} --loops {args.loops}"
           + (f" --baseline {args.baseline}" if args.baseline else "")
-          + (f" --s3-url {args.s3_url}" if args.s3_url else "") + "`\n")
+          + (f" --s3-server {args.s3_server}" if args.s3_server else "") + "`\n")
     print("| Tree | Loop | CPU ms/task (median) | runs | tasks/s |")
     print("|---|---|---:|---|---:|")
     for (name, loop), runs in figures.items():
