@@ -90,3 +90,16 @@ def test_unseekable_body_keeps_its_expect_header() -> None:
     params = {"body": Stream(), "headers": {"Expect": "100-continue"}}
     s3_tuning._drop_small_expect(params)
     assert params["headers"] == {"Expect": "100-continue"}
+
+
+@pytest.mark.parametrize("value", [
+    "Mon, 30 Nov 2026 21:04:05 GMT", "2026-11-30T21:04:05.123Z", "2026-11-30T21:04:05+02:00",
+    1796072645, "1796072645", "Mon, 30 Nov 2026 21:04:05 +0100",
+])
+def test_timestamps_parse_as_botocore_does(value: Any) -> None:
+    from botocore.utils import parse_timestamp
+
+    expected = parse_timestamp(value)
+    got = s3_tuning.parse_timestamp(value)
+    assert got == expected
+    assert type(got.tzinfo) is type(expected.tzinfo)

@@ -42,12 +42,15 @@ async def open_clients(settings: VisionSettings,
                        pool_size: int) -> AsyncIterator[VisionClients]:
     """Open the clients with connection pools of ``pool_size`` (the worker's concurrency)."""
     import aioboto3
+    from aiobotocore.session import AioSession
 
     if settings.gpt_image_mode not in IMAGE_MODES:
         raise ValueError(f"gpt_image_mode must be one of {IMAGE_MODES}, "
                          f"not {settings.gpt_image_mode!r}")
     size = max(pool_size, 1)
-    session = aioboto3.Session()
+    core = AioSession()
+    s3_tuning.fast_timestamps(core)
+    session = aioboto3.Session(botocore_session=core)
     async with (session.client("s3", **s3.client_options(settings, size)) as s3_client,
                 build_http_client(settings, size) as http):
         s3_tuning.tune(s3_client)

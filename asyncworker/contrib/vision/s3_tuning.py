@@ -17,15 +17,21 @@ answer every time:
   server that will refuse them; for a small body it costs more than resending
   it would. :func:`skip_expect_for_small_bodies` drops the header below
   :data:`EXPECT_MIN_BYTES`.
+- **Timestamps.** Every ``GetObject`` answer's ``Last-Modified`` goes through
+  dateutil's general parser. :func:`fast_timestamps` reads the HTTP date format
+  S3 sends in headers with the standard library first, to the same value and
+  the same ``tzutc`` time zone, and leaves any other format to botocore.
 - **Checksums and parameter validation** are switched by documented ``Config``
   options, in :func:`config_options`.
 """
 
 from __future__ import annotations
 
+import email.utils
 import json
 import logging
 import re
+from datetime import datetime, timedelta
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -112,6 +118,32 @@ def skip_expect_for_small_bodies(client: Any) -> None:
     (``before-call.s3``), so it runs after it.
     """
     client.meta.events.register_last("before-call.s3", _drop_small_expect)
+
+
+def parse_timestamp(value: Any) -> datetime:
+    """botocore's timestamp parser, with a fast path for HTTP dates (``Mon, 30 Nov 2026 ...``)."""
+    from botocore.utils import parse_timestamp as general
+    from dateutil.tz import tzutc  # type: ignore[import-untyped]
+
+    if isinstance(value, str) and value.endswith(" GMT"):
+        try:
+            parsed = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            pass
+        else:
+            if parsed.utcoffset() == timedelta(0):
+                return parsed.replace(tzinfo=tzutc())
+    result: datetime = general(value)
+    return result
+
+
+def fast_timestamps(botocore_session: Any) -> None:
+    """Have every client of ``botocore_session`` parse timestamps with :func:`parse_timestamp`.
+
+    ``set_parser_defaults`` is botocore's documented way to choose the parser.
+    """
+    factory = botocore_session.get_component("response_parser_factory")
+    factory.set_parser_defaults(timestamp_parser=parse_timestamp)
 
 
 def tune(client: Any) -> None:
