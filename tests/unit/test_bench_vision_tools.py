@@ -8,12 +8,15 @@ import pytest
 
 from bench import servers, stacks
 
-RAW = """\
-<module> (bench/vision_cost.py:10);run (asyncio/runners.py:1);_make_api_call (aiobotocore/client.py:5);sign (botocore/auth.py:7) 30
-<module> (bench/vision_cost.py:10);run (asyncio/runners.py:1);_make_api_call (aiobotocore/client.py:5) 10
-<module> (bench/vision_cost.py:10);run (asyncio/runners.py:1);select (selectors.py:3) 50
-<module> (/x/site-packages/aiohttp/client.py:3);write (/x/lib/python3.11/asyncio/transports.py:1) 10
-"""
+TOP = "<module> (bench/vision_cost.py:10);run (asyncio/runners.py:1)"
+CALL = "_make_api_call (aiobotocore/client.py:5)"
+RAW = "\n".join([
+    f"{TOP};{CALL};sign (botocore/auth.py:7) 30",
+    f"{TOP};{CALL} 10",
+    f"{TOP};select (selectors.py:3) 50",
+    "<module> (/x/site-packages/aiohttp/client.py:3);"
+    "write (/x/lib/python3.11/asyncio/transports.py:1) 10",
+])
 
 
 def test_stacks_summary_by_package(tmp_path: Path) -> None:
