@@ -43,7 +43,8 @@ def s3_client() -> Any:
         if _s3 is None:
             _s3 = boto3.client(
                 "s3", endpoint_url=os.environ["BENCH_S3_URL"], region_name="us-east-1",
-                aws_access_key_id="testing", aws_secret_access_key="testing",
+                aws_access_key_id=os.environ.get("BENCH_S3_ACCESS_KEY_ID", "testing"),
+                aws_secret_access_key=os.environ.get("BENCH_S3_SECRET_ACCESS_KEY", "testing"),
                 config=Config(max_pool_connections=CONCURRENCY, connect_timeout=5,
                               read_timeout=30, retries={"max_attempts": 3, "mode": "standard"}))
         return _s3

@@ -16,6 +16,8 @@ from typing import Any
 import aio_pika
 import asyncpg
 
+from .servers import s3_credentials
+
 BODY = b'[[], {}, {"callbacks": null, "errbacks": null, "chain": null, "chord": null}]'
 
 
@@ -97,9 +99,10 @@ async def s3_get_put(endpoint: str, bucket: str, key: str, pairs: int,
     import aioboto3
 
     session = aioboto3.Session()
+    access_key, secret = s3_credentials()
     async with session.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                              aws_access_key_id="testing",
-                              aws_secret_access_key="testing") as client:
+                              aws_access_key_id=access_key,
+                              aws_secret_access_key=secret) as client:
         gate = asyncio.Semaphore(concurrency)
 
         async def pair(i: int) -> None:

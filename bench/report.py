@@ -214,7 +214,8 @@ def markdown(data: dict[str, Any]) -> str:
         f"- asyncpg inserts, executemany × 100: {_fmt(f.get('pg_batched_inserts_per_s'))} rows/s",
     ]
     if "s3_requests_per_s" in f:
-        lines.append(f"- S3 test server (moto), get + put: {_fmt(f['s3_requests_per_s'])} "
+        lines.append(f"- S3 test server ({f.get('s3_server', 'moto')}), get + put: "
+                     f"{_fmt(f['s3_requests_per_s'])} "
                      "requests/s (two per vision task)")
     lines += floor_share_lines(data)
     return "\n".join(lines) + "\n"

@@ -229,7 +229,7 @@ class Bench:
 
     def __init__(self, quick: bool, scale: float, progress: bool, log_path: Path,
                  tree: baseline.Baseline | None = None,
-                 latency_rate: float | None = None) -> None:
+                 latency_rate: float | None = None, s3_server: str = "") -> None:
         from celery import Celery
 
         self.baseline = tree
@@ -246,6 +246,7 @@ class Bench:
         self.db = psycopg2.connect(DSN)
         self.db.autocommit = True
         self.images: list[str] = []
+        self.s3_server = s3_server  # servers.s3_server's spec: "" for the default
         self.s3: servers.Server | None = None
         self.gpt: servers.Server | None = None
         #: The current row's queue, publisher and results when it is an asyncio peer's.
@@ -318,9 +319,10 @@ class Bench:
                    BENCH_CONCURRENCY=str(config.concurrency), BENCH_GPT_MODEL="gpt-5-bench",
                    ASYNCWORKER_BROKER_URL=BROKER, ASYNCWORKER_RESULT_BACKEND=DSN,
                    ASYNCWORKER_WORKER_LOG_LEVEL="WARNING", ASYNCWORKER_WORKER_LOG_FORMAT="json",
-                   ASYNCWORKER_GPT_MODEL="gpt-5-bench", ASYNCWORKER_S3_BUCKET=BUCKET,
-                   ASYNCWORKER_S3_ACCESS_KEY_ID="testing",
-                   ASYNCWORKER_S3_SECRET_ACCESS_KEY="testing")
+                   ASYNCWORKER_GPT_MODEL="gpt-5-bench", ASYNCWORKER_S3_BUCKET=BUCKET)
+        key, secret = servers.s3_credentials()
+        env.update(ASYNCWORKER_S3_ACCESS_KEY_ID=key, ASYNCWORKER_S3_SECRET_ACCESS_KEY=secret,
+                   **dict(zip(servers.S3_KEY_ENV, (key, secret), strict=True)))
         if self.s3 is not None and self.gpt is not None:
             env.update(BENCH_S3_URL=self.s3.url, BENCH_GPT_URL=self.gpt.url,
                        ASYNCWORKER_S3_ENDPOINT_URL=self.s3.url,
@@ -516,13 +518,10 @@ class Bench:
     # -- the whole bench ----------------------------------------------------------
     def start_servers(self) -> None:
         """S3 and the model API, and the images the vision tasks read."""
-        import boto3
-
-        self.s3 = servers.start_s3()
+        self.s3 = servers.s3_server(self.s3_server)
         self.gpt = servers.start_fake_openai("--latency", GPT_LATENCY)
         servers.create_bucket(self.s3.url, BUCKET)
-        client = boto3.client("s3", endpoint_url=self.s3.url, region_name="us-east-1",
-                              aws_access_key_id="testing", aws_secret_access_key="testing")
+        client = servers.s3_client(self.s3.url)
         for i in range(50):
             key = f"images/{i}.png"
             client.put_object(Bucket=BUCKET, Key=key, ContentType="image/png",
@@ -538,7 +537,10 @@ class Bench:
     def floors(self) -> dict[str, Any]:
         """The raw rates under everything."""
         s3 = (self.s3.url, BUCKET, "images/0.png") if self.s3 else None
-        return asyncio.run(floors.measure(BROKER, DSN, 0.25 if self.quick else 1.0, s3))
+        out = asyncio.run(floors.measure(BROKER, DSN, 0.25 if self.quick else 1.0, s3))
+        if self.s3:
+            out["s3_server"] = self.s3.name
+        return out
 
 
 def steady_rate(done_at: list[datetime]) -> float:
@@ -577,6 +579,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--latency-rate", type=float, default=None, metavar="N",
                         help="publish the latency phase at N tasks/s for every row (default: "
                              "half each row's throughput), to compare latencies at one load")
+    parser.add_argument("--s3-server", default="", metavar="KIND|URL",
+                        help="the S3 server of the vision runs: moto (default), "
+                             "moto-keepalive (moto under waitress, if installed: keeps "
+                             "connections open as real S3 does), or the URL of one already "
+                             f"running, e.g. a local MinIO (keys from ${servers.S3_KEY_ENV[0]} "
+                             f"and ${servers.S3_KEY_ENV[1]}); also ${servers.S3_SERVER_ENV}")
     parser.add_argument("--out", type=Path, default=None,
                         help="output folder (default bench/results)")
     parser.add_argument("--name", default=None, help="file stem (default: full or quick)")
@@ -609,6 +617,9 @@ def command_line(args: argparse.Namespace) -> str:
         parts.append(f"--repeat {args.repeat}")
     if args.latency_rate:
         parts.append(f"--latency-rate {args.latency_rate:g}")
+    s3 = args.s3_server or os.environ.get(servers.S3_SERVER_ENV, "")
+    if s3 and s3 != "moto":
+        parts.append(f"--s3-server {shlex.quote(s3)}")
     return " ".join(parts)
 
 
@@ -632,7 +643,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.baseline:
             tree = stack.enter_context(baseline.checkout(REPO, args.baseline))
         bench = Bench(args.quick, args.scale, not args.no_progress and sys.stderr.isatty(),
-                      out_dir / f"{name}.workers.log", tree, args.latency_rate)
+                      out_dir / f"{name}.workers.log", tree, args.latency_rate, args.s3_server)
         bench.log_path.write_bytes(b"")
         steps = plan(chosen, args.quick, wanted, tree.commit if tree else "", args.repeat)
         skipped = [w.name for w in chosen if tree and w.name not in BASELINE_WORKLOADS]

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...plugins import Plugin
-from . import s3
+from . import s3, s3_tuning
 from .classification import analysis_record, data_url
 from .gpt import ChatClient, build_http_client
 from .settings import VisionSettings
@@ -42,14 +42,18 @@ async def open_clients(settings: VisionSettings,
                        pool_size: int) -> AsyncIterator[VisionClients]:
     """Open the clients with connection pools of ``pool_size`` (the worker's concurrency)."""
     import aioboto3
+    from aiobotocore.session import AioSession
 
     if settings.gpt_image_mode not in IMAGE_MODES:
         raise ValueError(f"gpt_image_mode must be one of {IMAGE_MODES}, "
                          f"not {settings.gpt_image_mode!r}")
     size = max(pool_size, 1)
-    session = aioboto3.Session()
+    core = AioSession()
+    s3_tuning.fast_timestamps(core)
+    session = aioboto3.Session(botocore_session=core)
     async with (session.client("s3", **s3.client_options(settings, size)) as s3_client,
                 build_http_client(settings, size) as http):
+        s3_tuning.tune(s3_client)
         yield VisionClients(s3_client, ChatClient(http, settings.gpt_model),
                             settings.s3_bucket, settings.gpt_image_mode)
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from . import s3_tuning
 from .settings import VisionSettings
 
 _MISSING_CODES = frozenset({"NoSuchKey", "NoSuchBucket", "404", "NotFound"})
@@ -39,7 +40,8 @@ class S3Path:
 
 
 def client_options(settings: VisionSettings, pool_size: int) -> dict[str, Any]:
-    """Keyword arguments for ``session.client("s3", ...)`` with explicit timeouts."""
+    """Keyword arguments for ``session.client("s3", ...)``: explicit timeouts, a pool of
+    ``pool_size`` connections, and none of the per-request work :mod:`.s3_tuning` skips."""
     from aiobotocore.config import AioConfig
 
     options: dict[str, Any] = {
@@ -49,6 +51,7 @@ def client_options(settings: VisionSettings, pool_size: int) -> dict[str, Any]:
             connect_timeout=settings.s3_connect_timeout,
             read_timeout=settings.s3_read_timeout,
             retries={"max_attempts": settings.s3_max_attempts, "mode": "standard"},
+            **s3_tuning.config_options(),
         ),
     }
     if settings.s3_endpoint_url:
