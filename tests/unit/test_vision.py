@@ -175,9 +175,7 @@ async def test_clients_and_tasks_read_the_section(monkeypatch: pytest.MonkeyPatc
         clients = pipeline.clients_of(app)
         assert (clients.bucket, clients.gpt.model, clients.image_mode) == (
             "bucket-x", "model-x", "data_url")
-        # Pools sized to worker_concurrency: the model API's and S3's.
-        assert clients.gpt.http.pool_size == 16
-        assert clients.s3.meta.config.max_pool_connections == 16
+        assert len(clients.gpt.http.shards) == 2  # pools sized to worker_concurrency
 
         async def unavailable(*_: object, **__: object) -> None:
             raise GPTUnavailable("busy", 503)

@@ -1,29 +1,19 @@
-"""An OpenAI-compatible Chat Completions client on one shared aiohttp session.
+"""An OpenAI-compatible Chat Completions client on one shared ``httpx.AsyncClient``.
 
 It sorts failures into the two kinds a task treats differently: worth retrying
 later (429, 5xx, timeouts, refused connections) and not (other 4xx, answers that
 are not a valid classification).
-
-The model calls go through aiohttp, the HTTP stack aiobotocore already brings
-for S3: a py-spy profile of the vision step put httpx, httpcore, h11 and anyio
-at about a fifth of its CPU (1–1.5 ms per call, most of it per-request
-bookkeeping: anyio cancel scopes around every read and write, the pool's scan
-of its connections); aiohttp does the same request for a fraction of that
-(``bench/results/vision-cost.md``). :class:`ShardedClient` stays for callers
-who want an httpx client that holds hundreds of connections.
 """
 
 from __future__ import annotations
 
 import email.utils
-import json
+import logging
 import os
 import random
 import time
-from collections.abc import Mapping
 from typing import Any
 
-import aiohttp
 import httpx
 
 from .classification import Classification, answer_text, chat_request, parse_answer
@@ -69,7 +59,7 @@ class GPTUnavailable(GPTError):
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
-def parse_retry_after(headers: Mapping[str, str]) -> float | None:
+def parse_retry_after(headers: httpx.Headers) -> float | None:
     """Seconds from ``retry-after-ms`` or ``Retry-After`` (delta-seconds or an HTTP date)."""
     millis = headers.get("retry-after-ms")
     if millis:
@@ -132,56 +122,27 @@ class ShardedClient:
         await self.aclose()
 
 
-class ModelSession:
-    """The model API's connection pool: one aiohttp session of ``pool_size`` connections.
+def build_http_client(settings: VisionSettings, pool_size: int) -> ShardedClient:
+    """The worker's HTTP client for the model API.
 
-    Timeouts as httpx counts them: ``connect`` for opening a connection, ``timeout``
-    for each wait on the server (not for the whole call, which a slow upload of a
-    large image would otherwise exhaust).
+    Timeouts are explicit and the shards hold ``pool_size`` connections in all.
     """
-
-    def __init__(self, base_url: str, pool_size: int, timeout: float, connect: float,
-                 headers: Mapping[str, str]) -> None:
-        self.base_url = base_url.rstrip("/") + "/"
-        self.pool_size = max(pool_size, 1)
-        self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect,
-                                             sock_read=timeout)
-        self.headers = {"Content-Type": "application/json", **headers}
-        self._session: aiohttp.ClientSession | None = None
-
-    async def __aenter__(self) -> ModelSession:
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self.pool_size),
-            timeout=self.timeout, headers=self.headers)
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    async def post_json(self, path: str, body: Any) -> tuple[int, Mapping[str, str], bytes]:
-        """``POST`` ``body`` as JSON; the status, headers and body of the answer."""
-        if self._session is None:
-            raise RuntimeError("the model API session is not open")
-        async with self._session.post(self.base_url + path,
-                                      data=json.dumps(body).encode()) as response:
-            return response.status, response.headers, await response.read()
-
-
-def build_http_client(settings: VisionSettings, pool_size: int) -> ModelSession:
-    """The worker's HTTP client for the model API: explicit timeouts, ``pool_size``
-    connections (the worker's concurrency: one per task that can be waiting on it)."""
+    # httpx logs every request at INFO; at hundreds per second that drowns the task log.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     api_key = settings.gpt_api_key or os.environ.get("OPENAI_API_KEY", "")
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    return ModelSession(settings.gpt_base_url, pool_size, settings.gpt_timeout,
-                        settings.gpt_connect_timeout, headers)
+    return ShardedClient(
+        pool_size,
+        base_url=settings.gpt_base_url.rstrip("/") + "/",
+        headers=headers,
+        timeout=httpx.Timeout(settings.gpt_timeout, connect=settings.gpt_connect_timeout),
+    )
 
 
 class ChatClient:
     """Asks the model to classify one image."""
 
-    def __init__(self, http: ModelSession, model: str) -> None:
+    def __init__(self, http: ShardedClient, model: str) -> None:
         self.http = http
         self.model = model
 
@@ -193,19 +154,19 @@ class ChatClient:
         """
         body = chat_request(self.model, image_url, question)
         try:
-            status, headers, payload = await self.http.post_json("chat/completions", body)
-        except TimeoutError as exc:
+            response = await self.http.post("chat/completions", json=body)
+        except httpx.TimeoutException as exc:
             raise GPTUnavailable(f"model API timed out ({type(exc).__name__})") from None
-        except aiohttp.ClientError as exc:
+        except httpx.TransportError as exc:
             raise GPTUnavailable(f"model API unreachable ({type(exc).__name__}: {exc})") from None
-        text = payload.decode("utf-8", "replace")
+        status = response.status_code
         if status == 429 or status >= 500:
-            raise GPTUnavailable(f"model API answered {status}: {text[:300]}",
-                                 status, parse_retry_after(headers))
+            raise GPTUnavailable(f"model API answered {status}: {response.text[:300]}",
+                                 status, parse_retry_after(response.headers))
         if status >= 400:
-            raise GPTRejected(f"model API answered {status}: {text[:500]}")
+            raise GPTRejected(f"model API answered {status}: {response.text[:500]}")
         try:
-            completion = json.loads(payload)
+            completion = response.json()
         except ValueError:
-            completion = text
+            completion = response.text
         return parse_answer(answer_text(completion))
