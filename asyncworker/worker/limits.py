@@ -130,6 +130,10 @@ class Limits:
             return found
         return task.option("time_limit"), task.option("soft_time_limit")
 
+    def throttles(self, task: Any) -> bool:
+        """Whether ``wait_rate`` may wait for ``task`` (a local or a global rate limit)."""
+        return self._bucket(task) is not None or bool(self._global_rates.get(task.name))
+
     def _bucket(self, task: Any) -> TokenBucket | None:
         if task.name not in self._buckets:
             rate = task.rate_limit or self.settings.task_default_rate_limit

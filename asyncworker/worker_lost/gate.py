@@ -32,6 +32,7 @@ then becomes a suspect too).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from typing import Protocol
 
 from .. import states
@@ -39,6 +40,7 @@ from ..backends.base import TaskOutcome, exception_to_meta
 from ..exceptions import WorkerLostError
 from ..hooks import WorkerHooks
 from ..logging import get_logger
+from ..task import Task
 from ..worker.job import FAILURE, REJECTED, Job, Outcome
 from ..worker.middleware import CallNext
 from .liveness import Liveness, worker_of
@@ -78,11 +80,14 @@ class WorkerLost:
         #: One suspect at a time in this worker.
         self.isolation = asyncio.Lock()
 
-    async def __call__(self, job: Job, call_next: CallNext) -> None:
+    def __call__(self, job: Job, call_next: CallNext) -> Awaitable[None]:
+        # Everything but a redelivered late-ack task is a tail call (middleware.py).
         task = job.task
         if not job.delivery.redelivered or task is None or not task.option("acks_late"):
-            await call_next(job)
-            return
+            return call_next(job)
+        return self._judge(job, task, call_next)
+
+    async def _judge(self, job: Job, task: Task, call_next: CallNext) -> None:
         try:
             verdict = await self._verdict(job)
         except Exception as exc:

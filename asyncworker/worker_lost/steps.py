@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -45,21 +46,26 @@ class MarkStarted:
         self.store, self.me, self.runs, self.marked = store, me, runs, marked
         self._runs = itertools.count(1)
 
-    async def __call__(self, job: Job, call_next: CallNext) -> None:
+    def __call__(self, job: Job, call_next: CallNext) -> Awaitable[None]:
+        # An early-ack task is a tail call (middleware.py): no frame kept while it runs.
         task = job.task
         if task is not None and job.id is not None and task.option("acks_late"):
-            deaths, isolated = self.runs.pop(job)
-            try:
-                owner = run_owner(self.me, next(self._runs))
-                self.marked[job] = Marked(owner, deaths)
-                # While the database is down the write waits in the writer's
-                # queue; the task does not wait for it past START_WAIT (its
-                # release is queued behind it, so the two land in order).
-                async with asyncio.timeout(START_WAIT):
-                    await asyncio.shield(self.store.start(job.id, owner, deaths, isolated))
-            except Exception as exc:
-                log.warning("could not record the task's start in time", task_id=job.id,
-                            error=repr(exc) if str(exc) else type(exc).__name__)
+            return self._marked(job, job.id, call_next)
+        return call_next(job)
+
+    async def _marked(self, job: Job, task_id: str, call_next: CallNext) -> None:
+        deaths, isolated = self.runs.pop(job)
+        try:
+            owner = run_owner(self.me, next(self._runs))
+            self.marked[job] = Marked(owner, deaths)
+            # While the database is down the write waits in the writer's
+            # queue; the task does not wait for it past START_WAIT (its
+            # release is queued behind it, so the two land in order).
+            async with asyncio.timeout(START_WAIT):
+                await asyncio.shield(self.store.start(task_id, owner, deaths, isolated))
+        except Exception as exc:
+            log.warning("could not record the task's start in time", task_id=job.id,
+                        error=repr(exc) if str(exc) else type(exc).__name__)
         await call_next(job)
 
 

@@ -11,6 +11,7 @@ unacked) rather than guess and run the task a second time.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 
 from ... import states
 from ...backends.base import ResultBackend
@@ -34,8 +35,14 @@ class Dedupe:
         self.outage = Outage("result backend", backend.describe() if backend else "", None, log)
         self.finish = finish
 
-    async def __call__(self, job: Job, call_next: CallNext) -> None:
-        if job.delivery.redelivered and await self._duplicate(job):
+    def __call__(self, job: Job, call_next: CallNext) -> Awaitable[None]:
+        # A first delivery is a tail call (middleware.py): no frame kept while it runs.
+        if job.delivery.redelivered:
+            return self._redelivered(job, call_next)
+        return call_next(job)
+
+    async def _redelivered(self, job: Job, call_next: CallNext) -> None:
+        if await self._duplicate(job):
             await self.finish(job, Outcome(IGNORED, reason="duplicate"))
             return
         await call_next(job)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable
 from datetime import UTC, datetime
 
 from ...broker import delay as delay_queues
@@ -45,29 +46,34 @@ class Eta:
         #: Buckets take their queue's type (quorum in a cluster).
         self.topology = topology
 
-    async def __call__(self, job: Job, call_next: CallNext) -> None:
+    def __call__(self, job: Job, call_next: CallNext) -> Awaitable[None]:
+        # No ETA: a tail call (middleware.py), no frame kept while the task runs.
         assert job.message is not None
         eta = job.message.eta
-        if eta is not None:
-            delay = (eta - datetime.now(UTC)).total_seconds()
-            limit = self.hold_limit
-            hand_back = False
-            if self.broker is not None and delay_queues.should_park(delay, limit):
-                assert limit is not None
-                if await self._park(job, delay, limit):
-                    return
-                # Not parked: hold it for the limit at most, then hand it back.
-                delay, hand_back = limit, True
-            if delay > 0:
-                self.state.move(job, SCHEDULED)
-                async with job.delivery.hold():
-                    await asyncio.sleep(delay)
-                self.state.move(job, RESERVED)
-            if hand_back:
-                log.warning("task not parked within the hold limit; handed back to the "
-                            "broker", task_id=job.id, task=job.name, eta=eta.isoformat())
-                await job.delivery.requeue()
+        if eta is None:
+            return call_next(job)
+        return self._held(job, eta, call_next)
+
+    async def _held(self, job: Job, eta: datetime, call_next: CallNext) -> None:
+        delay = (eta - datetime.now(UTC)).total_seconds()
+        limit = self.hold_limit
+        hand_back = False
+        if self.broker is not None and delay_queues.should_park(delay, limit):
+            assert limit is not None
+            if await self._park(job, delay, limit):
                 return
+            # Not parked: hold it for the limit at most, then hand it back.
+            delay, hand_back = limit, True
+        if delay > 0:
+            self.state.move(job, SCHEDULED)
+            async with job.delivery.hold():
+                await asyncio.sleep(delay)
+            self.state.move(job, RESERVED)
+        if hand_back:
+            log.warning("task not parked within the hold limit; handed back to the "
+                        "broker", task_id=job.id, task=job.name, eta=eta.isoformat())
+            await job.delivery.requeue()
+            return
         await call_next(job)
 
     async def _park(self, job: Job, delay: float, limit: float) -> bool:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 from ...control.revoked import revoking_stamp
 from ..job import REVOKED, Job, Outcome
 from ..middleware import CallNext, Finish
@@ -17,11 +19,11 @@ class Revoked:
         self.stamps = state.revoked_stamps
         self.finish = finish
 
-    async def __call__(self, job: Job, call_next: CallNext) -> None:
+    def __call__(self, job: Job, call_next: CallNext) -> Awaitable[None]:
+        # A tail call (middleware.py): no frame of its own while the task runs.
         message = job.message
         assert message is not None
         if message.id in self.revoked or (
                 self.stamps and revoking_stamp(message.headers, self.stamps) is not None):
-            await self.finish(job, Outcome(REVOKED, reason="revoked"))
-            return
-        await call_next(job)
+            return self.finish(job, Outcome(REVOKED, reason="revoked"))
+        return call_next(job)

@@ -7,6 +7,8 @@ dropped before it starts, and nothing is settled.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 from ...logging import get_logger
 from ..job import CANCELLED, Job, Outcome
 from ..middleware import CallNext, Finish
@@ -20,10 +22,10 @@ class Stale:
     def __init__(self, finish: Finish) -> None:
         self.finish = finish
 
-    async def __call__(self, job: Job, call_next: CallNext) -> None:
+    def __call__(self, job: Job, call_next: CallNext) -> Awaitable[None]:
+        # A tail call (middleware.py): no frame of its own while the task runs.
         if job.delivery.is_stale():
             log.info("channel closed before the task started; the broker redelivers it",
                      task_id=job.id)
-            await self.finish(job, Outcome(CANCELLED, reason="stale"))
-            return
-        await call_next(job)
+            return self.finish(job, Outcome(CANCELLED, reason="stale"))
+        return call_next(job)

@@ -9,6 +9,8 @@ body, which alone can reach its thread.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 from .. import timelimits
 from ..job import Job
 from ..limits import Limits
@@ -21,7 +23,8 @@ class TimeLimit:
     def __init__(self, limits: Limits | None = None) -> None:
         self.limits = limits
 
-    async def __call__(self, job: Job, call_next: CallNext) -> None:
+    def __call__(self, job: Job, call_next: CallNext) -> Awaitable[None]:
+        # Without a limit on a coroutine, a tail call (middleware.py): no frame kept.
         task, request = job.task, job.request
         assert task is not None and request is not None
         hard, soft = request.timelimit
@@ -34,6 +37,5 @@ class TimeLimit:
             soft = task_soft if soft is None else soft
         job.time_limits = (hard, soft)
         if task.is_async and (hard is not None or soft is not None):
-            await timelimits.run_coroutine(call_next(job), soft, hard)  # type: ignore[arg-type]
-        else:
-            await call_next(job)
+            return timelimits.run_coroutine(call_next(job), soft, hard)  # type: ignore[arg-type]
+        return call_next(job)
