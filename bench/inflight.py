@@ -218,23 +218,32 @@ class Inflight:
         env = self.env(sleep, old, str(prefix))
         with self.worker(f"{label} (tracemalloc)", concurrency, multiplier, env) as (
                 process, _sampler):
-            def snapshot(n: int) -> Path:
+            taken = [0]
+
+            def snapshot() -> tuple[Path, int]:
+                """One more snapshot; its path and the jobs the worker held then."""
+                taken[0] += 1
+                done = Path(f"{prefix}.{taken[0]}.done")
                 process.send_signal(10)  # SIGUSR1: bench/inflight_app.py dumps one
-                if not wait_until(lambda: Path(f"{prefix}.{n}.done").exists(), 300, 0.5):
+                if not wait_until(lambda: done.exists(), 300, 0.5):
                     raise RuntimeError("the worker wrote no snapshot")
-                return Path(f"{prefix}.{n}.snapshot")
+                return Path(f"{prefix}.{taken[0]}.snapshot"), int(done.read_text())
 
             if not wait_until(lambda: self._queue()[0] == 0 and self._queue()[1] > 0,
                               600, 0.5):
                 raise RuntimeError("the worker did not take every task")
-            time.sleep(3.0)  # the last deliveries reach their sleep
-            if self._done():
-                raise RuntimeError("tasks ended before the snapshot: use a longer --sleep")
-            held = snapshot(1)
+            while True:  # delivered is not yet received: wait until every job is held
+                held, jobs = snapshot()
+                if self._done():
+                    raise RuntimeError("tasks ended before the snapshot: use a longer --sleep")
+                if jobs >= tasks:
+                    break
+                time.sleep(5.0)
             if not wait_until(lambda: self._done() >= tasks, 600 + sleep, 0.5):
                 raise RuntimeError("not every task finished")
             time.sleep(3.0)
-            return held, snapshot(2)
+            idle, _ = snapshot()
+            return held, idle
 
 
 def tracemalloc_report(held: Path, idle: Path, tasks: int, top: int = 25) -> str:
@@ -310,6 +319,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prefetch-multiplier", type=int, default=1)
     parser.add_argument("--baseline", default="", metavar="REF",
                         help="also run asyncworker from this git revision, first")
+    parser.add_argument("--baseline-only", action="store_true",
+                        help="run only the --baseline revision (a long --tracemalloc run "
+                             "split in two)")
     parser.add_argument("--tracemalloc", action="store_true",
                         help="snapshots of what the tasks hold instead of timings")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
@@ -323,7 +335,8 @@ def main(argv: list[str] | None = None) -> int:
         bench = Inflight(args.out / f"{args.name}.workers.log", tree)
         bench.log_path.write_bytes(b"")
         sides = [(f"asyncworker@{tree.commit}", True)] if tree else []
-        sides.append(("asyncworker", False))
+        if not (tree and args.baseline_only):
+            sides.append(("asyncworker", False))
         if args.tracemalloc:
             for label, old in sides:
                 tag = label.replace("asyncworker@", "").replace("asyncworker", "this")
@@ -333,8 +346,8 @@ def main(argv: list[str] | None = None) -> int:
                 text = (f"# {label}: tracemalloc, {args.tasks} tasks in flight\n"
                         f"# {command}\n\n"
                         + tracemalloc_report(held, idle, args.tasks) + "\n"
-                        + types_report(Path(f"{prefix}.1.types"), Path(f"{prefix}.2.types"),
-                                       args.tasks))
+                        + types_report(held.with_suffix(".types"),
+                                       idle.with_suffix(".types"), args.tasks))
                 (args.out / f"{args.name}-tracemalloc-{tag}.txt").write_text(text)
                 print(text)
             return 0

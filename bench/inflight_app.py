@@ -38,8 +38,8 @@ def _dump(prefix: str, counter: list[int]) -> None:
     types = collections.Counter(type(o).__qualname__ for o in gc.get_objects())
     with open(path + ".types", "w") as out:
         out.writelines(f"{n}\t{name}\n" for name, n in types.most_common(60))
-    with open(path + ".done", "w") as out:
-        out.write("ok\n")
+    with open(path + ".done", "w") as out:  # the jobs held, for the bench to check
+        out.write(f"{types['Job']}\n")
 
 
 def _install(prefix: str) -> None:
