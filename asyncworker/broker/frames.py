@@ -27,6 +27,12 @@ turns into lost messages or a reconnect loop:
   :data:`RAW_PROPERTIES` (the undecoded property bytes). The consumer sees
   the marker and dead-letters the message (see ``Consumer._receive``).
 
+* **Memory.** pamqp decodes every header key (and value) as a new string.
+  A Celery message's ~20 keys are the same in every message, as are short
+  values such as ``lang``, ``argsrepr``, ``origin`` and the task name; the
+  same decode step interns them (:func:`shared_strings`), which leaves each
+  message held in flight ~1.3 KB lighter for ~2 µs.
+
 The patch replaces one private pamqp function, ``pamqp.frame._unmarshal_header_frame``,
 for the whole process, and only on the pamqp major version it was written
 against (checked; otherwise it logs a warning and leaves pamqp alone).
@@ -38,6 +44,7 @@ import datetime as _datetime
 import decimal as _decimal
 import math
 import struct
+import sys
 import time as _time
 from collections.abc import Callable
 from importlib import metadata
@@ -137,7 +144,7 @@ def _tolerant_unmarshal_header(frame_data: bytes) -> header.ContentHeader:
     """pamqp's content-header decode; on failure, a marker header of the same body size."""
     assert _original_unmarshal_header is not None
     try:
-        return _original_unmarshal_header(frame_data)
+        decoded = _original_unmarshal_header(frame_data)
     except Exception as exc:  # UnmarshalingException, RecursionError, ...
         if len(frame_data) < 12:
             raise  # not even the body size: nothing to stay in step with
@@ -148,6 +155,22 @@ def _tolerant_unmarshal_header(frame_data: bytes) -> header.ContentHeader:
                   reason=reason, body_size=body_size)
         return header.ContentHeader(weight, body_size, Basic.Properties(headers={
             UNDECODABLE: reason, RAW_PROPERTIES: bytearray(frame_data[12:])}))
+    properties = decoded.properties
+    if properties.headers:
+        properties.headers = shared_strings(properties.headers)
+    return decoded
+
+
+#: Longer strings are ids (36 characters) or payload-specific: not worth sharing.
+_SHARED_MAX = 32
+
+
+def shared_strings(headers: dict[str, Any]) -> dict[str, Any]:
+    """``headers`` with its keys, and its short top-level string values, interned."""
+    intern = sys.intern
+    return {intern(key): (intern(value) if value.__class__ is str
+                          and len(value) <= _SHARED_MAX else value)
+            for key, value in headers.items()}
 
 
 def install() -> bool:
