@@ -157,6 +157,8 @@ class Consumer:
             message, hostname=self.hostname, ignore_result=ignore,
             delivery_info={"exchange": delivery.exchange, "routing_key": delivery.routing_key,
                            "priority": delivery.priority, "redelivered": delivery.redelivered})
+        # The request holds every field of the message (shared): keep one object per job.
+        job.message = job.request
         if task is None:
             job.outcome = Outcome(REJECTED, exc=NotRegistered(message.task),
                                   reason=f"unknown task {message.task!r}")
