@@ -22,8 +22,11 @@ has two phases:
    second are counted between the 10th and 90th percentile of the result rows'
    ``date_done`` within the time budget, so start-up, publishing and one stall
    at either end cost nothing.
-2. Latency: the backlog is dropped, then tasks are published at half the
-   measured throughput and each one's publish → ``date_done`` time is recorded.
+2. Latency: the backlog is dropped, a fresh worker starts, and an open-loop
+   publisher in its own process sends tasks at half the measured throughput,
+   each stamped with its send time; latency is ``date_done`` - that stamp,
+   leaving out the first seconds (warm-up). See :mod:`bench.latency`;
+   ``--latency-curve`` adds 25, 50, 75 and 90% of the throughput.
 
 Peak RSS is summed over the worker's whole process tree, sampled every 100 ms.
 """
@@ -50,8 +53,8 @@ from typing import Any
 
 import psycopg2
 
-from . import baseline, floors, report, servers
-from .measure import TreeSampler, machine, percentile, wait_until
+from . import baseline, floors, latency, report, servers
+from .measure import TreeSampler, machine, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 BROKER = os.environ.get("BENCH_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
@@ -119,6 +122,8 @@ class Result:
     # Every run's figures, in run order (one unless --repeat); the fields above are medians.
     throughput_runs: list[float] = field(default_factory=list)
     cpu_ms_per_task_runs: list[float] = field(default_factory=list)
+    latency_warmup_p99_ms: float | None = None  # the warm-up's tasks, left out above
+    latency_curve: list[dict[str, Any]] = field(default_factory=list)  # --latency-curve
 
 
 def configs_for(workload: Workload, quick: bool) -> list[Config]:
@@ -218,12 +223,15 @@ class Bench:
 
     def __init__(self, quick: bool, scale: float, progress: bool, log_path: Path,
                  tree: baseline.Baseline | None = None,
-                 latency_rate: float | None = None) -> None:
+                 latency_rate: float | None = None, latency_curve: bool = False) -> None:
         from celery import Celery
 
         self.baseline = tree
         #: Publish rate of the latency phase; None: half each row's own throughput.
         self.latency_rate = latency_rate
+        self.latency_curve = latency_curve
+        #: Seconds of each latency run's start left out (the worker's warm-up).
+        self.warmup = 2.0 * min(scale, 1.0)
         self.quick = quick
         self.scale = scale
         self.progress = progress
@@ -386,6 +394,11 @@ class Bench:
             with self._worker(config, workload, result) as (process, _sampler):
                 if wait_until(lambda: self._consumers() > 0 or process.poll() is not None, 120):
                     self._latency(result, workload, budget)
+                    if self.latency_curve:
+                        result.latency_curve = latency.as_dicts(latency.curve(
+                            self._sql, BROKER, QUEUE, workload.task, self._arg_lists(workload),
+                            result.throughput, self._latency_seconds(budget), self.warmup,
+                            "curve"))
         return result
 
     @contextlib.contextmanager
@@ -440,26 +453,25 @@ class Bench:
         if n < count:
             result.notes.append(f"time budget ended with {count - n} of {count} tasks left")
 
+    def _arg_lists(self, workload: Workload) -> list[list[Any]]:
+        """Every argument list the publisher sends in turn."""
+        return [self._args(workload, i) for i in range(max(len(self.images), 1))]
+
+    @staticmethod
+    def _latency_seconds(budget: float) -> float:
+        return max(budget / 2, 1.0)
+
     def _latency(self, result: Result, workload: Workload, budget: float) -> None:
         rate = self.latency_rate or max(result.throughput * 0.5, 1.0)
-        seconds = max(budget / 3, 1.0)
-        count = max(10, min(int(rate * seconds), 5000))
+        point = latency.measure(self._sql, BROKER, QUEUE, workload.task,
+                                self._arg_lists(workload), rate,
+                                self._latency_seconds(budget), self.warmup, "half")
         result.latency_rate = round(rate, 1)
-        sent = self._publish(workload, count, rate)
-        wait_until(lambda: self._done() >= count, 60 + count / rate, 0.1)
-        result.errors += self._failures()
-        rows = self._sql("SELECT task_id, date_done FROM celery_taskmeta")
-        latencies = sorted(
-            (done.replace(tzinfo=UTC).timestamp() - sent[task_id]) * 1000
-            for task_id, done in rows if task_id in sent)
-        missing = count - len(latencies)
-        if missing:
-            result.errors += missing
-            result.notes.append(f"{missing} latency-phase tasks had no result")
-        if latencies:
-            result.latency_p50_ms = round(percentile(latencies, 50), 1)
-            result.latency_p95_ms = round(percentile(latencies, 95), 1)
-            result.latency_p99_ms = round(percentile(latencies, 99), 1)
+        result.errors += self._failures() + point.missing
+        result.notes += [f"latency phase: {n}" for n in point.notes]
+        result.latency_p50_ms, result.latency_p95_ms, result.latency_p99_ms = \
+            point.p50_ms, point.p95_ms, point.p99_ms
+        result.latency_warmup_p99_ms = point.warmup_p99_ms
 
     def _stop(self, process: subprocess.Popen[bytes]) -> None:
         """Warm shutdown, then kill the whole group if it lingers."""
@@ -540,6 +552,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--latency-rate", type=float, default=None, metavar="N",
                         help="publish the latency phase at N tasks/s for every row (default: "
                              "half each row's throughput), to compare latencies at one load")
+    parser.add_argument("--latency-curve", action="store_true",
+                        help="also measure latency at 25, 50, 75 and 90%% of each row's "
+                             "throughput (a table and <name>-latency.png)")
     parser.add_argument("--out", type=Path, default=None,
                         help="output folder (default bench/results)")
     parser.add_argument("--name", default=None, help="file stem (default: full or quick)")
@@ -572,6 +587,8 @@ def command_line(args: argparse.Namespace) -> str:
         parts.append(f"--repeat {args.repeat}")
     if args.latency_rate:
         parts.append(f"--latency-rate {args.latency_rate:g}")
+    if args.latency_curve:
+        parts.append("--latency-curve")
     return " ".join(parts)
 
 
@@ -595,7 +612,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.baseline:
             tree = stack.enter_context(baseline.checkout(REPO, args.baseline))
         bench = Bench(args.quick, args.scale, not args.no_progress and sys.stderr.isatty(),
-                      out_dir / f"{name}.workers.log", tree, args.latency_rate)
+                      out_dir / f"{name}.workers.log", tree, args.latency_rate,
+                      args.latency_curve)
         bench.log_path.write_bytes(b"")
         steps = plan(chosen, args.quick, wanted, tree.commit if tree else "", args.repeat)
         skipped = [w.name for w in chosen if tree and w.name not in BASELINE_WORKLOADS]
@@ -623,7 +641,9 @@ def main(argv: list[str] | None = None) -> int:
         data["baseline"] = {"ref": tree.ref, "commit": tree.commit,
                             "against": report.against(data["results"])}
     (out_dir / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
-    markdown = report.markdown(data)
+    markdown = report.markdown(data) + latency.curve_markdown(data["results"])
+    if latency.curve_chart(data["results"], out_dir / f"{name}-latency.png"):
+        markdown += f"\n![Latency against load]({name}-latency.png)\n"
     (out_dir / f"{name}.md").write_text(markdown)
     report.chart(data, out_dir / f"{name}.png")
     print(markdown)

@@ -1,0 +1,312 @@
+"""Latency under an open-loop load, and the latency curve.
+
+Why not publish from the bench process and time from there: a publisher that
+shares the bench's interpreter (and its result polling) slows down when the
+machine is busy, and a measurement that starts the moment the consumer appears
+counts the worker's warm-up (connections, pools, first allocations) as
+latency. So here:
+
+* an **open-loop publisher in its own process** (``python -m bench.latency
+  publish``) sends at a fixed rate on its own clock, whatever the worker does,
+  and never waits for results. It publishes over aiormq (cheaper per message
+  than kombu, so it takes less CPU from the worker on a small machine), with
+  messages built once by Celery's own ``as_task_v2``;
+* each message carries its **send stamp** in its task id
+  (``<prefix>-<seq>-<nanoseconds>``), taken just before the publish: the id is
+  in the message and in the result row, so latency needs no side channel;
+* latency = the result row's ``date_done`` (stamped by the worker when the
+  result is ready, before the batched write) - the send stamp, same clock;
+* the first ``warmup`` seconds of sends are left out (reported separately).
+
+A **curve** runs one warm worker at several fractions of a peak rate (25, 50,
+75 and 90% of the throughput measured with a pre-filled queue) and gives
+p50/p95/p99 at each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .measure import percentile, wait_until
+
+#: Fractions of the peak throughput a curve is measured at.
+CURVE_FRACTIONS = (0.25, 0.5, 0.75, 0.9)
+PERCENTILES = (50, 95, 99)
+
+
+# -- pure arithmetic (unit-tested) ---------------------------------------------------
+def due(rate: float, elapsed: float, total: int) -> int:
+    """How many of ``total`` messages an open-loop schedule at ``rate``/s has sent by
+    ``elapsed`` seconds: message i is due at i / rate (the first at once)."""
+    if elapsed < 0:
+        return 0
+    return min(total, math.floor(elapsed * rate) + 1)
+
+
+def stamp_id(prefix: str, seq: int, sent_ns: int) -> str:
+    """A task id carrying its send stamp: ``<prefix>-<seq>-<ns since the epoch>``."""
+    return f"{prefix}-{seq}-{sent_ns}"
+
+
+def parse_stamp(task_id: str, prefix: str) -> tuple[int, float] | None:
+    """``(seq, send time in epoch seconds)`` from a :func:`stamp_id`; None if not one."""
+    head, _, rest = task_id.partition(f"{prefix}-")
+    if head or not rest:
+        return None
+    seq, _, ns = rest.partition("-")
+    if not seq.isdigit() or not ns.isdigit():
+        return None
+    return int(seq), int(ns) / 1e9
+
+
+def latencies_ms(rows: Iterable[tuple[str, datetime]], prefix: str,
+                 warmup_until: float) -> tuple[list[float], list[float]]:
+    """Sorted latencies in ms of the rows with ``prefix`` ids: (sent before
+    ``warmup_until``, sent from then on). ``date_done`` is naive UTC, as stored."""
+    warm: list[float] = []
+    steady: list[float] = []
+    for task_id, done in rows:
+        parsed = parse_stamp(task_id, prefix)
+        if parsed is None or done is None:
+            continue
+        sent = parsed[1]
+        ms = (done.replace(tzinfo=UTC).timestamp() - sent) * 1000
+        (warm if sent < warmup_until else steady).append(ms)
+    return sorted(warm), sorted(steady)
+
+
+def summary(sorted_ms: Sequence[float]) -> dict[str, float | None]:
+    """p50/p95/p99 and max of sorted latencies, rounded to 0.1 ms (None when empty)."""
+    out: dict[str, float | None] = {f"p{p}_ms": round(percentile(list(sorted_ms), p), 1)
+                                    if sorted_ms else None for p in PERCENTILES}
+    out["max_ms"] = round(sorted_ms[-1], 1) if sorted_ms else None
+    return out
+
+
+# -- the publisher process -----------------------------------------------------------
+def _template(task: str) -> tuple[dict[str, Any], dict[str, Any], tuple[Any, Any, Any]]:
+    """Headers, properties and body of one task message as Celery's client builds them."""
+    from celery import Celery
+
+    message = Celery("bench-latency").amqp.as_task_v2("-", task, args=[], kwargs={})
+    return dict(message.headers), dict(message.properties), message.body
+
+
+async def publish(broker: str, queue: str, task: str, args: list[list[Any]], rate: float,
+                  seconds: float, prefix: str) -> dict[str, Any]:
+    """Send ``rate × seconds`` tasks on an open-loop schedule; returns what was sent."""
+    import aiormq
+    from pamqp.commands import Basic
+
+    headers, properties, (_, kwargs, embed) = _template(task)
+    bodies = [json.dumps([a, kwargs, embed]).encode() for a in (args or [[]])]
+    reprs = [repr(tuple(a)) for a in (args or [[]])]
+    total = max(1, round(rate * seconds))
+    connection = await aiormq.connect(broker)
+    channel = await connection.channel(publisher_confirms=False)
+    lags: list[float] = []
+    first = last = 0.0
+    started = time.monotonic()
+    sent = 0
+    while sent < total:
+        for seq in range(sent, due(rate, time.monotonic() - started, total)):
+            now_ns = time.time_ns()
+            task_id = stamp_id(prefix, seq, now_ns)
+            lags.append(time.monotonic() - started - seq / rate)
+            h = dict(headers, id=task_id, root_id=task_id, argsrepr=reprs[seq % len(reprs)])
+            await channel.basic_publish(
+                bodies[seq % len(bodies)], routing_key=queue,
+                properties=Basic.Properties(
+                    content_type="application/json", content_encoding="utf-8",
+                    delivery_mode=2, priority=0, headers=h, correlation_id=task_id,
+                    reply_to=properties.get("reply_to") or None))
+            first = first or now_ns / 1e9
+            last = now_ns / 1e9
+            sent = seq + 1
+        if sent < total:
+            await asyncio.sleep(max(0.0, started + sent / rate - time.monotonic()))
+    await connection.close()
+    lags.sort()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {"sent": sent, "first": first, "last": last,
+            "rate": round((sent - 1) / (last - first), 1) if last > first else 0.0,
+            "lag_p99_ms": round(percentile(lags, 99) * 1000, 2),
+            "lag_max_ms": round(lags[-1] * 1000, 2),
+            "cpu_s": round(usage.ru_utime + usage.ru_stime, 3)}
+
+
+def publisher_command(broker: str, queue: str, task: str, args: list[list[Any]],
+                      rate: float, seconds: float, prefix: str) -> list[str]:
+    """The command line of a publisher process."""
+    return [sys.executable, "-m", "bench.latency", "publish", "--broker", broker,
+            "--queue", queue, "--task", task, "--args-json", json.dumps(args),
+            "--rate", repr(rate), "--seconds", repr(seconds), "--prefix", prefix]
+
+
+# -- one point, one curve ------------------------------------------------------------
+@dataclass
+class Point:
+    """Latency at one publish rate."""
+
+    fraction: float | None  # of the peak throughput (a curve), None for a fixed rate
+    rate: float  # asked for
+    sent_rate: float = 0.0  # what the publisher reached
+    publisher_lag_p99_ms: float = 0.0  # how late it sent against its schedule
+    publisher_cpu_ms_per_task: float = 0.0
+    tasks: int = 0  # measured (after the warm-up)
+    missing: int = 0
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    p99_ms: float | None = None
+    max_ms: float | None = None
+    warmup_s: float = 0.0
+    warmup_p99_ms: float | None = None  # the tasks sent during the warm-up, left out above
+    notes: list[str] = field(default_factory=list)
+
+
+def measure(sql: Any, broker: str, queue: str, task: str, args: list[list[Any]],
+            rate: float, seconds: float, warmup: float, prefix: str,
+            fraction: float | None = None) -> Point:
+    """Publish for ``warmup + seconds`` at ``rate`` from a publisher process, wait for
+    every result, and summarise the latencies after the warm-up.
+
+    ``sql(query, *params)`` reads the result table (rows of ``task_id, date_done``).
+    """
+    point = Point(fraction, round(rate, 1), warmup_s=warmup)
+    completed = subprocess.run(
+        publisher_command(broker, queue, task, args, rate, warmup + seconds, prefix),
+        capture_output=True, text=True, timeout=120 + 2 * (warmup + seconds), check=False)
+    if completed.returncode != 0:
+        point.notes.append(f"publisher failed: {completed.stderr.strip()[-300:]}")
+        return point
+    sent = json.loads(completed.stdout)
+    point.sent_rate = sent["rate"]
+    point.publisher_lag_p99_ms = sent["lag_p99_ms"]
+    point.publisher_cpu_ms_per_task = round(sent["cpu_s"] * 1000 / max(sent["sent"], 1), 3)
+    if sent["lag_p99_ms"] > 50:
+        point.notes.append(f"publisher ran late: p99 {sent['lag_p99_ms']} ms behind schedule")
+
+    def rows() -> list[tuple[Any, ...]]:
+        return list(sql("SELECT task_id, date_done FROM celery_taskmeta "
+                        "WHERE task_id LIKE %s", prefix + "-%"))
+
+    wait_until(lambda: len(rows()) >= sent["sent"], 30 + sent["sent"] / max(rate, 1), 0.2)
+    found = rows()
+    point.missing = sent["sent"] - len(found)
+    warm, steady = latencies_ms(found, prefix, sent["first"] + warmup)
+    point.tasks = len(steady)
+    point.warmup_p99_ms = summary(warm)["p99_ms"]
+    for key, value in summary(steady).items():
+        setattr(point, key, value)
+    if point.missing:
+        point.notes.append(f"{point.missing} tasks had no result")
+    return point
+
+
+def curve(sql: Any, broker: str, queue: str, task: str, args: list[list[Any]], peak: float,
+          seconds: float, warmup: float, prefix: str,
+          fractions: Sequence[float] = CURVE_FRACTIONS) -> list[Point]:
+    """:func:`measure` at each fraction of ``peak``, lowest first, on the same worker."""
+    return [measure(sql, broker, queue, task, args, peak * f, seconds, warmup,
+                    f"{prefix}{round(f * 100)}", f) for f in sorted(fractions)]
+
+
+# -- report --------------------------------------------------------------------------
+def curve_markdown(results: list[dict[str, Any]]) -> str:
+    """The latency-curve table of every row that has one ("" when none has)."""
+    rows = [r for r in results if r.get("latency_curve")]
+    if not rows:
+        return ""
+    lines = ["### Latency curve", "",
+             "Open-loop publisher in its own process at a fraction of the row's throughput "
+             "(pre-filled queue); latency = `date_done` - send stamp, after a warm-up "
+             "(its p99 in the last column, left out of the others).", "",
+             "| Workload | Worker | Load | Rate /s (sent) | p50 ms | p95 ms | p99 ms | max ms "
+             "| Tasks | Warm-up p99 ms |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        for p in r["latency_curve"]:
+            def cell(v: float | None) -> str:
+                return "–" if v is None else f"{v:,.1f}"
+            lines.append(
+                f"| {r['workload']} | {r['config']} | {p['fraction'] * 100:.0f}% "
+                f"| {p['rate']:,.0f} ({p['sent_rate']:,.0f}) | {cell(p['p50_ms'])} "
+                f"| {cell(p['p95_ms'])} | {cell(p['p99_ms'])} | {cell(p['max_ms'])} "
+                f"| {p['tasks']:,} | {cell(p['warmup_p99_ms'])} |")
+        lines += [f"- {r['config']} / {r['workload']}, {p['fraction'] * 100:.0f}%: {n}"
+                  for p in r["latency_curve"] for n in p["notes"]]
+    return "\n".join([*lines, ""]) + "\n"
+
+
+def curve_chart(results: list[dict[str, Any]], path: Path) -> bool:
+    """p50/p95/p99 against load, one panel per workload; False (no file) without curves."""
+    rows = [r for r in results if r.get("latency_curve")]
+    if not rows:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    workloads = list(dict.fromkeys(r["workload"] for r in rows))
+    fig, axes = plt.subplots(1, len(workloads), figsize=(6 * len(workloads), 4.5),
+                             squeeze=False)
+    styles = {50: ":", 95: "--", 99: "-"}
+    for ax, workload in zip(axes[0], workloads, strict=True):
+        for i, r in enumerate(x for x in rows if x["workload"] == workload):
+            color = f"C{i}"
+            points = [p for p in r["latency_curve"] if p["p99_ms"] is not None]
+            loads = [p["fraction"] * 100 for p in points]
+            for pct, style in styles.items():
+                ax.plot(loads, [p[f"p{pct}_ms"] for p in points], style, marker="o",
+                        color=color, label=f"{r['config']} p{pct}")
+        ax.axhline(20, color="#999999", linewidth=0.8)
+        ax.set_yscale("log")
+        ax.set_xlabel("load, % of the pre-filled-queue throughput")
+        ax.set_ylabel("latency, ms (log)")
+        ax.set_title(f"{workload}: latency against load")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def as_dicts(points: list[Point]) -> list[dict[str, Any]]:
+    """Points as JSON-ready dicts."""
+    return [asdict(p) for p in points]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.latency publish ...``: the publisher process."""
+    parser = argparse.ArgumentParser(prog="python -m bench.latency")
+    sub = parser.add_subparsers(dest="command", required=True)
+    pub = sub.add_parser("publish", help="open-loop publisher; prints what it sent as JSON")
+    pub.add_argument("--broker", required=True)
+    pub.add_argument("--queue", required=True)
+    pub.add_argument("--task", required=True)
+    pub.add_argument("--args-json", default="[]", help="argument lists, used in turn")
+    pub.add_argument("--rate", type=float, required=True)
+    pub.add_argument("--seconds", type=float, required=True)
+    pub.add_argument("--prefix", required=True)
+    args = parser.parse_args(argv)
+    sent = asyncio.run(publish(args.broker, args.queue, args.task, json.loads(args.args_json),
+                               args.rate, args.seconds, args.prefix))
+    print(json.dumps(sent))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
