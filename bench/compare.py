@@ -30,7 +30,7 @@ HIGHER_IS_BETTER = ("throughput", "floor:", "sent_rate")
 #: A bench run's per-row figures, in the order they are printed.
 ROW_FIGURES = ("throughput", "cpu_ms_per_task", "peak_rss_mb", "latency_p50_ms",
                "latency_p95_ms", "latency_p99_ms", "errors")
-CURVE_FIGURES = ("p50_ms", "p95_ms", "p99_ms")
+CURVE_FIGURES = ("p50_ms", "p95_ms", "p99_ms", "worst_second_p99_ms")
 
 Key = tuple[str, str, str]  # (workload, worker, figure)
 
@@ -48,6 +48,8 @@ def figures(data: dict[str, Any]) -> dict[Key, float]:
         workload, worker = row["workload"], row["config"]
         for name in ROW_FIGURES:
             put((workload, worker, name), row.get(name))
+        put((workload, worker, "latency worst 1 s p99"),
+            row.get("latency_point", {}).get("worst_second_p99_ms"))
         for point in row.get("latency_curve", []):
             load = f"{point['fraction'] * 100:.0f}%"
             for name in CURVE_FIGURES:

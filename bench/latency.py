@@ -10,7 +10,9 @@ latency. So here:
   publish``) sends at a fixed rate on its own clock, whatever the worker does,
   and never waits for results. It publishes over aiormq (cheaper per message
   than kombu, so it takes less CPU from the worker on a small machine), with
-  messages built once by Celery's own ``as_task_v2``;
+  messages built once by Celery's own ``as_task_v2``; ``--publisher kombu``
+  sends each with Celery's ``send_task`` instead (what an application does, and
+  what the bench did before), to measure what the publisher's CPU costs;
 * each message carries its **send stamp** in its task id
   (``<prefix>-<seq>-<nanoseconds>``), taken just before the publish: the id is
   in the message and in the result row, so latency needs no side channel;
@@ -33,17 +35,19 @@ import resource
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .measure import percentile, wait_until
+from .measure import TreeSampler, percentile, wait_until
 
 #: Fractions of the peak throughput a curve is measured at.
 CURVE_FRACTIONS = (0.25, 0.5, 0.75, 0.9)
 PERCENTILES = (50, 95, 99)
+#: How the publisher process sends: prebuilt messages over aiormq, or Celery's send_task.
+PUBLISHERS = ("amqp", "kombu")
 
 
 # -- pure arithmetic (unit-tested) ---------------------------------------------------
@@ -87,6 +91,16 @@ def latencies_ms(rows: Iterable[tuple[str, datetime]], prefix: str,
     return sorted(warm), sorted(steady)
 
 
+def worst_second(rows: Iterable[tuple[float, float]]) -> float | None:
+    """The highest p99 of any one second of sends, from ``(send time, latency ms)`` pairs:
+    a p99 met on average can still hide a bad second (a stall, another process's burst)."""
+    seconds: dict[int, list[float]] = {}
+    for sent, ms in rows:
+        seconds.setdefault(int(sent), []).append(ms)
+    worst = [percentile(sorted(v), 99) for v in seconds.values() if len(v) >= 20]
+    return round(max(worst), 1) if worst else None
+
+
 def summary(sorted_ms: Sequence[float]) -> dict[str, float | None]:
     """p50/p95/p99 and max of sorted latencies, rounded to 0.1 ms (None when empty)."""
     out: dict[str, float | None] = {f"p{p}_ms": round(percentile(list(sorted_ms), p), 1)
@@ -104,18 +118,61 @@ def _template(task: str) -> tuple[dict[str, Any], dict[str, Any], tuple[Any, Any
     return dict(message.headers), dict(message.properties), message.body
 
 
-async def publish(broker: str, queue: str, task: str, args: list[list[Any]], rate: float,
-                  seconds: float, prefix: str) -> dict[str, Any]:
-    """Send ``rate × seconds`` tasks on an open-loop schedule; returns what was sent."""
+Send = Callable[[int, str], Awaitable[None]]
+
+
+async def _amqp_sender(broker: str, queue: str, task: str,
+                       args: list[list[Any]]) -> tuple[Send, Callable[[], Awaitable[None]]]:
+    """Publish prebuilt Celery messages over aiormq, without publisher confirms."""
     import aiormq
     from pamqp.commands import Basic
 
     headers, properties, (_, kwargs, embed) = _template(task)
-    bodies = [json.dumps([a, kwargs, embed]).encode() for a in (args or [[]])]
-    reprs = [repr(tuple(a)) for a in (args or [[]])]
-    total = max(1, round(rate * seconds))
+    bodies = [json.dumps([a, kwargs, embed]).encode() for a in args]
+    reprs = [repr(tuple(a)) for a in args]
     connection = await aiormq.connect(broker)
     channel = await connection.channel(publisher_confirms=False)
+
+    async def send(seq: int, task_id: str) -> None:
+        await channel.basic_publish(
+            bodies[seq % len(bodies)], routing_key=queue,
+            properties=Basic.Properties(
+                content_type="application/json", content_encoding="utf-8", delivery_mode=2,
+                priority=0, correlation_id=task_id, reply_to=properties.get("reply_to") or None,
+                headers=dict(headers, id=task_id, root_id=task_id,
+                             argsrepr=reprs[seq % len(reprs)])))
+
+    async def close() -> None:
+        await connection.close()
+
+    return send, close
+
+
+async def _kombu_sender(broker: str, queue: str, task: str,
+                        args: list[list[Any]]) -> tuple[Send, Callable[[], Awaitable[None]]]:
+    """Celery's ``send_task`` per message (synchronous: it blocks this process's loop)."""
+    from celery import Celery
+
+    client = Celery("bench-latency", broker=broker)
+    client.conf.update(broker_connection_retry_on_startup=True)
+    producer = client.producer_or_acquire().__enter__()
+
+    async def send(seq: int, task_id: str) -> None:
+        client.send_task(task, args[seq % len(args)], queue=queue, task_id=task_id,
+                         producer=producer)
+
+    async def close() -> None:
+        producer.release()
+
+    return send, close
+
+
+async def publish(broker: str, queue: str, task: str, args: list[list[Any]], rate: float,
+                  seconds: float, prefix: str, publisher: str = "amqp") -> dict[str, Any]:
+    """Send ``rate × seconds`` tasks on an open-loop schedule; returns what was sent."""
+    make = _kombu_sender if publisher == "kombu" else _amqp_sender
+    send, close = await make(broker, queue, task, args or [[]])
+    total = max(1, round(rate * seconds))
     lags: list[float] = []
     first = last = 0.0
     started = time.monotonic()
@@ -123,21 +180,14 @@ async def publish(broker: str, queue: str, task: str, args: list[list[Any]], rat
     while sent < total:
         for seq in range(sent, due(rate, time.monotonic() - started, total)):
             now_ns = time.time_ns()
-            task_id = stamp_id(prefix, seq, now_ns)
             lags.append(time.monotonic() - started - seq / rate)
-            h = dict(headers, id=task_id, root_id=task_id, argsrepr=reprs[seq % len(reprs)])
-            await channel.basic_publish(
-                bodies[seq % len(bodies)], routing_key=queue,
-                properties=Basic.Properties(
-                    content_type="application/json", content_encoding="utf-8",
-                    delivery_mode=2, priority=0, headers=h, correlation_id=task_id,
-                    reply_to=properties.get("reply_to") or None))
+            await send(seq, stamp_id(prefix, seq, now_ns))
             first = first or now_ns / 1e9
             last = now_ns / 1e9
             sent = seq + 1
         if sent < total:
             await asyncio.sleep(max(0.0, started + sent / rate - time.monotonic()))
-    await connection.close()
+    await close()
     lags.sort()
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return {"sent": sent, "first": first, "last": last,
@@ -148,11 +198,13 @@ async def publish(broker: str, queue: str, task: str, args: list[list[Any]], rat
 
 
 def publisher_command(broker: str, queue: str, task: str, args: list[list[Any]],
-                      rate: float, seconds: float, prefix: str) -> list[str]:
+                      rate: float, seconds: float, prefix: str,
+                      publisher: str = "amqp") -> list[str]:
     """The command line of a publisher process."""
     return [sys.executable, "-m", "bench.latency", "publish", "--broker", broker,
             "--queue", queue, "--task", task, "--args-json", json.dumps(args),
-            "--rate", repr(rate), "--seconds", repr(seconds), "--prefix", prefix]
+            "--rate", repr(rate), "--seconds", repr(seconds), "--prefix", prefix,
+            "--publisher", publisher]
 
 
 # -- one point, one curve ------------------------------------------------------------
@@ -171,23 +223,39 @@ class Point:
     p95_ms: float | None = None
     p99_ms: float | None = None
     max_ms: float | None = None
+    worst_second_p99_ms: float | None = None  # the worst one-second slice of sends
+    done_rate: float = 0.0  # results per second while it ran (below sent_rate: overloaded)
     warmup_s: float = 0.0
     warmup_p99_ms: float | None = None  # the tasks sent during the warm-up, left out above
+    # Cores (CPU s ÷ wall s) while publishing: the whole machine, the worker, the
+    # publisher, and the rest (RabbitMQ, PostgreSQL, the bench, other sessions).
+    machine_cores: float = 0.0
+    worker_cores: float | None = None
+    publisher_cores: float = 0.0
+    rest_cores: float | None = None
     notes: list[str] = field(default_factory=list)
 
 
 def measure(sql: Any, broker: str, queue: str, task: str, args: list[list[Any]],
             rate: float, seconds: float, warmup: float, prefix: str,
-            fraction: float | None = None) -> Point:
+            fraction: float | None = None, worker: TreeSampler | None = None,
+            publisher: str = "amqp") -> Point:
     """Publish for ``warmup + seconds`` at ``rate`` from a publisher process, wait for
     every result, and summarise the latencies after the warm-up.
 
-    ``sql(query, *params)`` reads the result table (rows of ``task_id, date_done``).
+    ``sql(query, *params)`` reads the result table (rows of ``task_id, date_done``);
+    ``worker`` samples the worker's CPU, for the cores it used meanwhile.
     """
+    from .processes import MachineCpu
+
     point = Point(fraction, round(rate, 1), warmup_s=warmup)
+    worker_before = worker.cpu_seconds() if worker else 0.0
+    cpu, started = MachineCpu(), time.monotonic()
     completed = subprocess.run(
-        publisher_command(broker, queue, task, args, rate, warmup + seconds, prefix),
+        publisher_command(broker, queue, task, args, rate, warmup + seconds, prefix, publisher),
         capture_output=True, text=True, timeout=120 + 2 * (warmup + seconds), check=False)
+    wall = time.monotonic() - started
+    busy, _ = cpu.since()
     if completed.returncode != 0:
         point.notes.append(f"publisher failed: {completed.stderr.strip()[-300:]}")
         return point
@@ -195,6 +263,12 @@ def measure(sql: Any, broker: str, queue: str, task: str, args: list[list[Any]],
     point.sent_rate = sent["rate"]
     point.publisher_lag_p99_ms = sent["lag_p99_ms"]
     point.publisher_cpu_ms_per_task = round(sent["cpu_s"] * 1000 / max(sent["sent"], 1), 3)
+    point.machine_cores = round(busy / wall, 2)
+    point.publisher_cores = round(sent["cpu_s"] / wall, 2)
+    if worker:
+        point.worker_cores = round((worker.cpu_seconds() - worker_before) / wall, 2)
+        point.rest_cores = round(point.machine_cores - point.worker_cores
+                                 - point.publisher_cores, 2)
     if sent["lag_p99_ms"] > 50:
         point.notes.append(f"publisher ran late: p99 {sent['lag_p99_ms']} ms behind schedule")
 
@@ -210,44 +284,65 @@ def measure(sql: Any, broker: str, queue: str, task: str, args: list[list[Any]],
     point.warmup_p99_ms = summary(warm)["p99_ms"]
     for key, value in summary(steady).items():
         setattr(point, key, value)
+    stamped = [(stamp[1], (done.replace(tzinfo=UTC).timestamp() - stamp[1]) * 1000, done)
+               for task_id, done in found
+               if done is not None and (stamp := parse_stamp(task_id, prefix))
+               and stamp[1] >= sent["first"] + warmup]
+    point.worst_second_p99_ms = worst_second((s, ms) for s, ms, _ in stamped)
+    done_at = sorted(done for _, _, done in stamped)
+    if len(done_at) > 1 and done_at[-1] > done_at[0]:
+        point.done_rate = round((len(done_at) - 1) / (done_at[-1] - done_at[0]).total_seconds(),
+                                1)
     if point.missing:
         point.notes.append(f"{point.missing} tasks had no result")
     return point
 
 
 def curve(sql: Any, broker: str, queue: str, task: str, args: list[list[Any]], peak: float,
-          seconds: float, warmup: float, prefix: str,
-          fractions: Sequence[float] = CURVE_FRACTIONS) -> list[Point]:
+          seconds: float, warmup: float, prefix: str, worker: TreeSampler | None = None,
+          publisher: str = "amqp", fractions: Sequence[float] = CURVE_FRACTIONS) -> list[Point]:
     """:func:`measure` at each fraction of ``peak``, lowest first, on the same worker."""
     return [measure(sql, broker, queue, task, args, peak * f, seconds, warmup,
-                    f"{prefix}{round(f * 100)}", f) for f in sorted(fractions)]
+                    f"{prefix}{round(f * 100)}", f, worker, publisher)
+            for f in sorted(fractions)]
 
 
 # -- report --------------------------------------------------------------------------
+def _cell(value: float | None, digits: int = 1) -> str:
+    return "–" if value is None else f"{value:,.{digits}f}"
+
+
 def curve_markdown(results: list[dict[str, Any]]) -> str:
-    """The latency-curve table of every row that has one ("" when none has)."""
-    rows = [r for r in results if r.get("latency_curve")]
+    """The latency table: each row's half-load point and curve points ("" when none)."""
+    rows = [r for r in results if r.get("latency_curve") or r.get("latency_point")]
     if not rows:
         return ""
-    lines = ["### Latency curve", "",
-             "Open-loop publisher in its own process at a fraction of the row's throughput "
-             "(pre-filled queue); latency = `date_done` - send stamp, after a warm-up "
-             "(its p99 in the last column, left out of the others).", "",
-             "| Workload | Worker | Load | Rate /s (sent) | p50 ms | p95 ms | p99 ms | max ms "
-             "| Tasks | Warm-up p99 ms |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["### Latency, point by point", "",
+             "An open-loop publisher in its own process sends at a fraction of the row's "
+             "throughput (queue pre-filled), each task stamped with its send time; latency = "
+             "`date_done` - send stamp, leaving out the warm-up (its p99 in its own column). "
+             "*Worst 1 s*: the highest p99 of any one second of sends. *Sent* and *done*: "
+             "the rates the publisher and the worker reached (done below sent: overloaded). "
+             "Cores while publishing: the machine, the worker, the publisher, and the rest "
+             "(RabbitMQ, PostgreSQL, the bench, other sessions). *half*: the latency phase "
+             "of the table above, on a fresh worker.", "",
+             "| Workload | Worker | Load | Rate /s: asked, sent, done | p50 ms | p95 ms "
+             "| p99 ms | Worst 1 s p99 | Warm-up p99 | Cores: machine, worker, publisher, rest |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    notes = []
     for r in rows:
-        for p in r["latency_curve"]:
-            def cell(v: float | None) -> str:
-                return "–" if v is None else f"{v:,.1f}"
+        points = [("half", r["latency_point"])] if r.get("latency_point") else []
+        points += [(f"{p['fraction'] * 100:.0f}%", p) for p in r.get("latency_curve", [])]
+        for load, p in points:
             lines.append(
-                f"| {r['workload']} | {r['config']} | {p['fraction'] * 100:.0f}% "
-                f"| {p['rate']:,.0f} ({p['sent_rate']:,.0f}) | {cell(p['p50_ms'])} "
-                f"| {cell(p['p95_ms'])} | {cell(p['p99_ms'])} | {cell(p['max_ms'])} "
-                f"| {p['tasks']:,} | {cell(p['warmup_p99_ms'])} |")
-        lines += [f"- {r['config']} / {r['workload']}, {p['fraction'] * 100:.0f}%: {n}"
-                  for p in r["latency_curve"] for n in p["notes"]]
-    return "\n".join([*lines, ""]) + "\n"
+                f"| {r['workload']} | {r['config']} | {load} | {p['rate']:,.0f}, "
+                f"{p['sent_rate']:,.0f}, {p.get('done_rate', 0):,.0f} | {_cell(p['p50_ms'])} "
+                f"| {_cell(p['p95_ms'])} | {_cell(p['p99_ms'])} "
+                f"| {_cell(p.get('worst_second_p99_ms'))} | {_cell(p['warmup_p99_ms'])} "
+                f"| {_cell(p.get('machine_cores'), 2)}, {_cell(p.get('worker_cores'), 2)}, "
+                f"{_cell(p.get('publisher_cores'), 2)}, {_cell(p.get('rest_cores'), 2)} |")
+            notes += [f"- {r['config']} / {r['workload']}, {load}: {n}" for n in p["notes"]]
+    return "\n".join([*lines, "", *notes, ""]) + "\n"
 
 
 def curve_chart(results: list[dict[str, Any]], path: Path) -> bool:
@@ -301,9 +396,10 @@ def main(argv: list[str] | None = None) -> int:
     pub.add_argument("--rate", type=float, required=True)
     pub.add_argument("--seconds", type=float, required=True)
     pub.add_argument("--prefix", required=True)
+    pub.add_argument("--publisher", choices=PUBLISHERS, default="amqp")
     args = parser.parse_args(argv)
     sent = asyncio.run(publish(args.broker, args.queue, args.task, json.loads(args.args_json),
-                               args.rate, args.seconds, args.prefix))
+                               args.rate, args.seconds, args.prefix, args.publisher))
     print(json.dumps(sent))
     return 0
 

@@ -122,7 +122,7 @@ class Result:
     # Every run's figures, in run order (one unless --repeat); the fields above are medians.
     throughput_runs: list[float] = field(default_factory=list)
     cpu_ms_per_task_runs: list[float] = field(default_factory=list)
-    latency_warmup_p99_ms: float | None = None  # the warm-up's tasks, left out above
+    latency_point: dict[str, Any] = field(default_factory=dict)  # bench.latency.Point
     latency_curve: list[dict[str, Any]] = field(default_factory=list)  # --latency-curve
 
 
@@ -223,15 +223,17 @@ class Bench:
 
     def __init__(self, quick: bool, scale: float, progress: bool, log_path: Path,
                  tree: baseline.Baseline | None = None,
-                 latency_rate: float | None = None, latency_curve: bool = False) -> None:
+                 latency_rate: float | None = None, latency_curve: bool = False,
+                 publisher: str = "amqp") -> None:
         from celery import Celery
 
         self.baseline = tree
         #: Publish rate of the latency phase; None: half each row's own throughput.
         self.latency_rate = latency_rate
         self.latency_curve = latency_curve
+        self.publisher = publisher  # bench.latency.PUBLISHERS
         #: Seconds of each latency run's start left out (the worker's warm-up).
-        self.warmup = 2.0 * min(scale, 1.0)
+        self.warmup = min(2.0, 4.0 * scale)
         self.quick = quick
         self.scale = scale
         self.progress = progress
@@ -391,14 +393,14 @@ class Bench:
             # A fresh, idle worker for the latency phase: the first one's prefetched
             # backlog went back to the queue when it stopped, and is dropped here.
             self._reset()
-            with self._worker(config, workload, result) as (process, _sampler):
+            with self._worker(config, workload, result) as (process, sampler):
                 if wait_until(lambda: self._consumers() > 0 or process.poll() is not None, 120):
-                    self._latency(result, workload, budget)
+                    self._latency(result, workload, budget, sampler)
                     if self.latency_curve:
                         result.latency_curve = latency.as_dicts(latency.curve(
                             self._sql, BROKER, QUEUE, workload.task, self._arg_lists(workload),
                             result.throughput, self._latency_seconds(budget), self.warmup,
-                            "curve"))
+                            "curve", sampler, self.publisher))
         return result
 
     @contextlib.contextmanager
@@ -461,17 +463,19 @@ class Bench:
     def _latency_seconds(budget: float) -> float:
         return max(budget / 2, 1.0)
 
-    def _latency(self, result: Result, workload: Workload, budget: float) -> None:
+    def _latency(self, result: Result, workload: Workload, budget: float,
+                 sampler: TreeSampler) -> None:
         rate = self.latency_rate or max(result.throughput * 0.5, 1.0)
         point = latency.measure(self._sql, BROKER, QUEUE, workload.task,
-                                self._arg_lists(workload), rate,
-                                self._latency_seconds(budget), self.warmup, "half")
+                                self._arg_lists(workload), rate, self._latency_seconds(budget),
+                                self.warmup, "half", worker=sampler,
+                                publisher=self.publisher)
         result.latency_rate = round(rate, 1)
         result.errors += self._failures() + point.missing
         result.notes += [f"latency phase: {n}" for n in point.notes]
         result.latency_p50_ms, result.latency_p95_ms, result.latency_p99_ms = \
             point.p50_ms, point.p95_ms, point.p99_ms
-        result.latency_warmup_p99_ms = point.warmup_p99_ms
+        result.latency_point = asdict(point)
 
     def _stop(self, process: subprocess.Popen[bytes]) -> None:
         """Warm shutdown, then kill the whole group if it lingers."""
@@ -552,6 +556,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--latency-rate", type=float, default=None, metavar="N",
                         help="publish the latency phase at N tasks/s for every row (default: "
                              "half each row's throughput), to compare latencies at one load")
+    parser.add_argument("--latency-publisher", choices=latency.PUBLISHERS, default="amqp",
+                        help="how the latency publisher process sends: prebuilt messages "
+                             "over aiormq (default, the least CPU), or Celery's send_task")
     parser.add_argument("--latency-curve", action="store_true",
                         help="also measure latency at 25, 50, 75 and 90%% of each row's "
                              "throughput (a table and <name>-latency.png)")
@@ -589,6 +596,8 @@ def command_line(args: argparse.Namespace) -> str:
         parts.append(f"--latency-rate {args.latency_rate:g}")
     if args.latency_curve:
         parts.append("--latency-curve")
+    if args.latency_publisher != "amqp":
+        parts.append(f"--latency-publisher {args.latency_publisher}")
     return " ".join(parts)
 
 
@@ -613,7 +622,7 @@ def main(argv: list[str] | None = None) -> int:
             tree = stack.enter_context(baseline.checkout(REPO, args.baseline))
         bench = Bench(args.quick, args.scale, not args.no_progress and sys.stderr.isatty(),
                       out_dir / f"{name}.workers.log", tree, args.latency_rate,
-                      args.latency_curve)
+                      args.latency_curve, args.latency_publisher)
         bench.log_path.write_bytes(b"")
         steps = plan(chosen, args.quick, wanted, tree.commit if tree else "", args.repeat)
         skipped = [w.name for w in chosen if tree and w.name not in BASELINE_WORKLOADS]

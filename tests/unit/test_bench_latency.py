@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from bench.latency import curve_markdown, due, latencies_ms, parse_stamp, stamp_id, summary
+from bench.latency import (
+    curve_markdown,
+    due,
+    latencies_ms,
+    parse_stamp,
+    stamp_id,
+    summary,
+    worst_second,
+)
 
 
 def test_open_loop_schedule_sends_on_its_own_clock() -> None:
@@ -41,6 +49,13 @@ def test_latencies_split_at_the_end_of_the_warm_up() -> None:
     assert [round(v) for v in steady] == [4, 6]
 
 
+def test_worst_second_needs_enough_tasks_in_a_second() -> None:
+    calm = [(100.0 + i / 100, 2.0) for i in range(100)]
+    stall = [(101.0 + i / 100, 2.0 if i < 90 else 300.0) for i in range(100)]
+    assert worst_second([*calm, *stall]) == 300.0
+    assert worst_second([(5.0, 900.0)] * 19) is None  # too few to have a p99
+
+
 def test_summary_percentiles_and_empty() -> None:
     values = [float(v) for v in range(1, 201)]
     assert summary(values) == {"p50_ms": 100.0, "p95_ms": 190.0, "p99_ms": 198.0,
@@ -55,6 +70,7 @@ def test_curve_table_only_for_rows_with_a_curve() -> None:
     results = [{"workload": "noop", "config": "asyncworker -c 100", "latency_curve": [point]},
                {"workload": "noop", "config": "prefork -c 2", "latency_curve": []}]
     table = curve_markdown(results)
-    assert "| noop | asyncworker -c 100 | 50% | 1,400 (1,399) | 3.0 | 6.5 | 11.2 |" in table
+    assert "| noop | asyncworker -c 100 | 50% | 1,400, 1,399, 0 | 3.0 | 6.5 | 11.2 | – | 80.0 |" \
+        in table
     assert "prefork" not in table
     assert curve_markdown(results[1:]) == ""
