@@ -227,29 +227,28 @@ class Point:
     done_rate: float = 0.0  # results per second while it ran (below sent_rate: overloaded)
     warmup_s: float = 0.0
     warmup_p99_ms: float | None = None  # the tasks sent during the warm-up, left out above
-    # Cores (CPU s ÷ wall s) while publishing: the whole machine, the worker, the
-    # publisher, and the rest (RabbitMQ, PostgreSQL, the bench, other sessions).
-    machine_cores: float = 0.0
-    worker_cores: float | None = None
-    publisher_cores: float = 0.0
-    rest_cores: float | None = None
+    #: Cores (CPU s ÷ wall s) while publishing: the whole machine, then each watched
+    #: process tree (worker, RabbitMQ, PostgreSQL), the publisher, and what is left
+    #: ("other": the bench itself and other sessions on the machine).
+    cores: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
 
 def measure(sql: Any, broker: str, queue: str, task: str, args: list[list[Any]],
             rate: float, seconds: float, warmup: float, prefix: str,
-            fraction: float | None = None, worker: TreeSampler | None = None,
+            fraction: float | None = None, watch: dict[str, TreeSampler] | None = None,
             publisher: str = "amqp") -> Point:
     """Publish for ``warmup + seconds`` at ``rate`` from a publisher process, wait for
     every result, and summarise the latencies after the warm-up.
 
     ``sql(query, *params)`` reads the result table (rows of ``task_id, date_done``);
-    ``worker`` samples the worker's CPU, for the cores it used meanwhile.
+    ``watch`` names process trees whose cores are reported (worker, RabbitMQ, ...).
     """
     from .processes import MachineCpu
 
     point = Point(fraction, round(rate, 1), warmup_s=warmup)
-    worker_before = worker.cpu_seconds() if worker else 0.0
+    watch = watch or {}
+    before = {name: sampler.cpu_seconds() for name, sampler in watch.items()}
     cpu, started = MachineCpu(), time.monotonic()
     completed = subprocess.run(
         publisher_command(broker, queue, task, args, rate, warmup + seconds, prefix, publisher),
@@ -263,12 +262,12 @@ def measure(sql: Any, broker: str, queue: str, task: str, args: list[list[Any]],
     point.sent_rate = sent["rate"]
     point.publisher_lag_p99_ms = sent["lag_p99_ms"]
     point.publisher_cpu_ms_per_task = round(sent["cpu_s"] * 1000 / max(sent["sent"], 1), 3)
-    point.machine_cores = round(busy / wall, 2)
-    point.publisher_cores = round(sent["cpu_s"] / wall, 2)
-    if worker:
-        point.worker_cores = round((worker.cpu_seconds() - worker_before) / wall, 2)
-        point.rest_cores = round(point.machine_cores - point.worker_cores
-                                 - point.publisher_cores, 2)
+    used = {name: (sampler.cpu_seconds() - before[name]) / wall
+            for name, sampler in watch.items()}
+    used["publisher"] = sent["cpu_s"] / wall
+    point.cores = {"machine": round(busy / wall, 2),
+                   **{name: round(v, 2) for name, v in used.items()},
+                   "other": round(max(0.0, busy / wall - sum(used.values())), 2)}
     if sent["lag_p99_ms"] > 50:
         point.notes.append(f"publisher ran late: p99 {sent['lag_p99_ms']} ms behind schedule")
 
@@ -299,17 +298,25 @@ def measure(sql: Any, broker: str, queue: str, task: str, args: list[list[Any]],
 
 
 def curve(sql: Any, broker: str, queue: str, task: str, args: list[list[Any]], peak: float,
-          seconds: float, warmup: float, prefix: str, worker: TreeSampler | None = None,
-          publisher: str = "amqp", fractions: Sequence[float] = CURVE_FRACTIONS) -> list[Point]:
+          seconds: float, warmup: float, prefix: str,
+          watch: dict[str, TreeSampler] | None = None, publisher: str = "amqp",
+          fractions: Sequence[float] = CURVE_FRACTIONS) -> list[Point]:
     """:func:`measure` at each fraction of ``peak``, lowest first, on the same worker."""
     return [measure(sql, broker, queue, task, args, peak * f, seconds, warmup,
-                    f"{prefix}{round(f * 100)}", f, worker, publisher)
+                    f"{prefix}{round(f * 100)}", f, watch, publisher)
             for f in sorted(fractions)]
 
 
 # -- report --------------------------------------------------------------------------
 def _cell(value: float | None, digits: int = 1) -> str:
     return "–" if value is None else f"{value:,.{digits}f}"
+
+
+def _cores(cores: dict[str, float]) -> str:
+    if not cores:
+        return "–"
+    parts = [cores.get(k) for k in ("worker", "publisher", "rabbitmq", "postgresql", "other")]
+    return f"{_cell(cores.get('machine'), 2)} = " + " + ".join(_cell(v, 2) for v in parts)
 
 
 def curve_markdown(results: list[dict[str, Any]]) -> str:
@@ -323,11 +330,13 @@ def curve_markdown(results: list[dict[str, Any]]) -> str:
              "`date_done` - send stamp, leaving out the warm-up (its p99 in its own column). "
              "*Worst 1 s*: the highest p99 of any one second of sends. *Sent* and *done*: "
              "the rates the publisher and the worker reached (done below sent: overloaded). "
-             "Cores while publishing: the machine, the worker, the publisher, and the rest "
-             "(RabbitMQ, PostgreSQL, the bench, other sessions). *half*: the latency phase "
-             "of the table above, on a fresh worker.", "",
+             "Cores (CPU s ÷ wall s) while publishing: the machine's busy cores = the worker "
+             "+ the publisher + RabbitMQ + PostgreSQL + other (the bench, other sessions on "
+             "the machine). *half*: the latency phase of the table above, on a fresh "
+             "worker.", "",
              "| Workload | Worker | Load | Rate /s: asked, sent, done | p50 ms | p95 ms "
-             "| p99 ms | Worst 1 s p99 | Warm-up p99 | Cores: machine, worker, publisher, rest |",
+             "| p99 ms | Worst 1 s p99 | Warm-up p99 | Cores: machine = worker + publisher "
+             "+ RabbitMQ + PostgreSQL + other |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     notes = []
     for r in rows:
@@ -339,8 +348,7 @@ def curve_markdown(results: list[dict[str, Any]]) -> str:
                 f"{p['sent_rate']:,.0f}, {p.get('done_rate', 0):,.0f} | {_cell(p['p50_ms'])} "
                 f"| {_cell(p['p95_ms'])} | {_cell(p['p99_ms'])} "
                 f"| {_cell(p.get('worst_second_p99_ms'))} | {_cell(p['warmup_p99_ms'])} "
-                f"| {_cell(p.get('machine_cores'), 2)}, {_cell(p.get('worker_cores'), 2)}, "
-                f"{_cell(p.get('publisher_cores'), 2)}, {_cell(p.get('rest_cores'), 2)} |")
+                f"| {_cores(p.get('cores', {}))} |")
             notes += [f"- {r['config']} / {r['workload']}, {load}: {n}" for n in p["notes"]]
     return "\n".join([*lines, "", *notes, ""]) + "\n"
 

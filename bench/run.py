@@ -50,7 +50,9 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import psutil
 import psycopg2
 
 from . import baseline, floors, latency, report, servers
@@ -232,6 +234,8 @@ class Bench:
         self.latency_rate = latency_rate
         self.latency_curve = latency_curve
         self.publisher = publisher  # bench.latency.PUBLISHERS
+        #: RabbitMQ's and PostgreSQL's process trees, sampled while latency is measured.
+        self.services: dict[str, TreeSampler] | None = None
         #: Seconds of each latency run's start left out (the worker's warm-up).
         self.warmup = min(2.0, 4.0 * scale)
         self.quick = quick
@@ -400,7 +404,7 @@ class Bench:
                         result.latency_curve = latency.as_dicts(latency.curve(
                             self._sql, BROKER, QUEUE, workload.task, self._arg_lists(workload),
                             result.throughput, self._latency_seconds(budget), self.warmup,
-                            "curve", sampler, self.publisher))
+                            "curve", self._watch(sampler), self.publisher))
         return result
 
     @contextlib.contextmanager
@@ -463,12 +467,24 @@ class Bench:
     def _latency_seconds(budget: float) -> float:
         return max(budget / 2, 1.0)
 
+    def _watch(self, worker: TreeSampler) -> dict[str, TreeSampler]:
+        """The worker's sampler, and RabbitMQ's and PostgreSQL's when they run here."""
+        if self.services is None:
+            from .processes import listener
+
+            self.services = {}
+            for name, url in (("rabbitmq", BROKER), ("postgresql", DSN)):
+                with contextlib.suppress(RuntimeError, psutil.Error):
+                    self.services[name] = TreeSampler(
+                        listener(urlsplit(url).port or 0).pid, 0.5).start()
+        return {"worker": worker, **self.services}
+
     def _latency(self, result: Result, workload: Workload, budget: float,
                  sampler: TreeSampler) -> None:
         rate = self.latency_rate or max(result.throughput * 0.5, 1.0)
         point = latency.measure(self._sql, BROKER, QUEUE, workload.task,
                                 self._arg_lists(workload), rate, self._latency_seconds(budget),
-                                self.warmup, "half", worker=sampler,
+                                self.warmup, "half", self._watch(sampler),
                                 publisher=self.publisher)
         result.latency_rate = round(rate, 1)
         result.errors += self._failures() + point.missing
@@ -509,7 +525,9 @@ class Bench:
             self.images.append(f"s3://{BUCKET}/{key}")
 
     def stop_servers(self) -> None:
-        """Stop S3 and the model API."""
+        """Stop S3 and the model API (and the services' samplers)."""
+        for sampler in (self.services or {}).values():
+            sampler.stop()
         for server in (self.s3, self.gpt):
             if server is not None:
                 server.stop()
