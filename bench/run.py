@@ -484,7 +484,7 @@ class Bench:
         rate = self.latency_rate or max(result.throughput * 0.5, 1.0)
         point = latency.measure(self._sql, BROKER, QUEUE, workload.task,
                                 self._arg_lists(workload), rate, self._latency_seconds(budget),
-                                self.warmup, "half", self._watch(sampler),
+                                self.warmup, "half", watch=self._watch(sampler),
                                 publisher=self.publisher)
         result.latency_rate = round(rate, 1)
         result.errors += self._failures() + point.missing
