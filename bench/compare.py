@@ -126,9 +126,11 @@ def render(lines: list[Line], tolerance: float, old_name: str, new_name: str) ->
     verdicts = [line.verdict(tolerance) for line in both]
     out += ["", f"{verdicts.count('better')} better, {verdicts.count('worse')} worse, "
             f"{verdicts.count('')} within {tolerance:.0%}."]
-    for side, name in (("old", "new"), ("new", "old")):
-        only = dict.fromkeys(" / ".join(filter(None, line.key[:2])) for line in lines
-                             if getattr(line, name) is None and getattr(line, side) is not None)
+    rows = {side: {line.key[:2] for line in lines if getattr(line, side) is not None}
+            for side in ("old", "new")}
+    for side, other in (("old", "new"), ("new", "old")):
+        only = [" / ".join(filter(None, key)) for key in dict.fromkeys(
+            line.key[:2] for line in lines) if key in rows[side] and key not in rows[other]]
         if only:
             out.append(f"Only in {side}: {'; '.join(only)}.")
     return "\n".join([*out, ""])
