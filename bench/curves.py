@@ -174,6 +174,7 @@ def sleep_chart(points: list[dict[str, Any]], path: Path) -> None:
     mid.legend(fontsize=8)
     right.plot(xs, [p["peak_rss_mb"] for p in points], marker="o", color="C3")
     right.set_xscale("log")
+    right.set_ylim(bottom=0)
     right.set_title("worker peak RSS, MB")
     for ax in (left, right):
         ax.set_xlabel("concurrency")
