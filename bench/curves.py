@@ -238,9 +238,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     points = sweep([int(c) for c in args.concurrency.split(",")], args.scale,
                    args.out / "curves-sleep.workers.log")
-    data = {"when": datetime.now(UTC).isoformat(timespec="seconds"), "command": command,
-            "duration_s": round(time.monotonic() - started, 1), "machine": machine(DSN),
-            "points": [asdict(p) for p in points]}
+    data: dict[str, Any] = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"), "command": command,
+        "duration_s": round(time.monotonic() - started, 1), "machine": machine(DSN),
+        "points": [asdict(p) for p in points]}
     (args.out / "curves-sleep.json").write_text(json.dumps(data, indent=1) + "\n")
     (args.out / "curves-sleep.md").write_text(sleep_markdown(data))
     sleep_chart(data["points"], args.out / "curves-sleep.png")
