@@ -247,6 +247,7 @@ def measure(sql: Any, broker: str, queue: str, task: str, args: list[list[Any]],
     from .processes import MachineCpu
 
     point = Point(fraction, round(rate, 1), warmup_s=warmup)
+    seconds = max(seconds, 10 / rate)  # at least ten tasks after the warm-up, for slow rows
     watch = watch or {}
     before = {name: sampler.cpu_seconds() for name, sampler in watch.items()}
     cpu, started = MachineCpu(), time.monotonic()
