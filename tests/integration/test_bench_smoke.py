@@ -53,7 +53,7 @@ def test_bench_latency_curve_sleep_curve_and_compare(services: dict[str, str],
     assert [p["fraction"] for p in row["latency_curve"]] == [0.25, 0.5, 0.75, 0.9]
     assert all(p["tasks"] > 0 and p["missing"] == 0 and p["p99_ms"] is not None
                for p in row["latency_curve"]), row["latency_curve"]
-    assert "### Latency curve" in (tmp_path / "new.md").read_text()
+    assert "### Latency, point by point" in (tmp_path / "new.md").read_text()
     assert (tmp_path / "new-latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     compared = bench("bench", "compare", str(tmp_path / "old.json"), str(tmp_path / "new.json"))
