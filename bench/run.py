@@ -22,8 +22,11 @@ has two phases:
    second are counted between the 10th and 90th percentile of the result rows'
    ``date_done`` within the time budget, so start-up, publishing and one stall
    at either end cost nothing.
-2. Latency: the backlog is dropped, then tasks are published at half the
-   measured throughput and each one's publish → ``date_done`` time is recorded.
+2. Latency: the backlog is dropped, a fresh worker starts, and an open-loop
+   publisher in its own process sends tasks at half the measured throughput,
+   each stamped with its send time; latency is ``date_done`` - that stamp,
+   leaving out the first seconds (warm-up). See :mod:`bench.latency`;
+   ``--latency-curve`` adds 25, 50, 75 and 90% of the throughput.
 
 Peak RSS is summed over the worker's whole process tree, sampled every 100 ms.
 
@@ -51,10 +54,12 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
+import psutil
 import psycopg2
 
-from . import baseline, floors, peers, report, servers
+from . import baseline, floors, latency, peers, report, servers
 from .measure import TreeSampler, machine, percentile, wait_until
 
 if TYPE_CHECKING:
@@ -128,6 +133,8 @@ class Result:
     # Every run's figures, in run order (one unless --repeat); the fields above are medians.
     throughput_runs: list[float] = field(default_factory=list)
     cpu_ms_per_task_runs: list[float] = field(default_factory=list)
+    latency_point: dict[str, Any] = field(default_factory=dict)  # bench.latency.Point
+    latency_curve: list[dict[str, Any]] = field(default_factory=list)  # --latency-curve
 
 
 def configs_for(workload: Workload, quick: bool) -> list[Config]:
@@ -229,12 +236,19 @@ class Bench:
 
     def __init__(self, quick: bool, scale: float, progress: bool, log_path: Path,
                  tree: baseline.Baseline | None = None,
-                 latency_rate: float | None = None, s3_server: str = "") -> None:
+                 latency_rate: float | None = None, s3_server: str = "",
+                 latency_curve: bool = False, publisher: str = "amqp") -> None:
         from celery import Celery
 
         self.baseline = tree
         #: Publish rate of the latency phase; None: half each row's own throughput.
         self.latency_rate = latency_rate
+        self.latency_curve = latency_curve
+        self.publisher = publisher  # bench.latency.PUBLISHERS
+        #: RabbitMQ's and PostgreSQL's process trees, sampled while latency is measured.
+        self.services: dict[str, TreeSampler] | None = None
+        #: Seconds of each latency run's start left out (the worker's warm-up).
+        self.warmup = min(2.0, 4.0 * scale)
         self.quick = quick
         self.scale = scale
         self.progress = progress
@@ -422,9 +436,14 @@ class Bench:
             # A fresh, idle worker for the latency phase: the first one's prefetched
             # backlog went back to the queue when it stopped, and is dropped here.
             self._reset()
-            with self._worker(config, workload, result) as (process, _sampler):
+            with self._worker(config, workload, result) as (process, sampler):
                 if wait_until(lambda: self._consumers() > 0 or process.poll() is not None, 120):
-                    self._latency(result, workload, budget)
+                    self._latency(result, workload, budget, sampler)
+                    if self.latency_curve and not self.peer:
+                        result.latency_curve = latency.as_dicts(latency.curve(
+                            self._sql, BROKER, QUEUE, workload.task, self._arg_lists(workload),
+                            result.throughput, self._latency_seconds(budget), self.warmup,
+                            "curve", self._watch(sampler), self.publisher))
         return result
 
     @contextlib.contextmanager
@@ -479,18 +498,56 @@ class Bench:
         if n < count:
             result.notes.append(f"time budget ended with {count - n} of {count} tasks left")
 
-    def _latency(self, result: Result, workload: Workload, budget: float) -> None:
+    def _arg_lists(self, workload: Workload) -> list[list[Any]]:
+        """Every argument list the publisher sends in turn."""
+        return [self._args(workload, i) for i in range(max(len(self.images), 1))]
+
+    @staticmethod
+    def _latency_seconds(budget: float) -> float:
+        return max(budget / 2, 1.0)
+
+    def _watch(self, worker: TreeSampler) -> dict[str, TreeSampler]:
+        """The worker's sampler, and RabbitMQ's and PostgreSQL's when they run here."""
+        if self.services is None:
+            from .processes import listener
+
+            self.services = {}
+            for name, url in (("rabbitmq", BROKER), ("postgresql", DSN)):
+                with contextlib.suppress(RuntimeError, psutil.Error):
+                    self.services[name] = TreeSampler(
+                        listener(urlsplit(url).port or 0).pid, 0.5).start()
+        return {"worker": worker, **self.services}
+
+    def _latency(self, result: Result, workload: Workload, budget: float,
+                 sampler: TreeSampler) -> None:
         rate = self.latency_rate or max(result.throughput * 0.5, 1.0)
-        seconds = max(budget / 3, 1.0)
-        count = max(10, min(int(rate * seconds), 5000))
+        if self.peer:
+            self._peer_latency(result, workload, budget, rate)
+            return
+        point = latency.measure(self._sql, BROKER, QUEUE, workload.task,
+                                self._arg_lists(workload), rate, self._latency_seconds(budget),
+                                self.warmup, "half", watch=self._watch(sampler),
+                                publisher=self.publisher)
+        result.latency_rate = round(rate, 1)
+        result.errors += self._failures() + point.missing
+        result.notes += [f"latency phase: {n}" for n in point.notes]
+        result.latency_p50_ms, result.latency_p95_ms, result.latency_p99_ms = \
+            point.p50_ms, point.p95_ms, point.p99_ms
+        result.latency_point = asdict(point)
+
+    def _peer_latency(self, result: Result, workload: Workload, budget: float,
+                      rate: float) -> None:
+        """Rows whose results are not in PostgreSQL (the peers, the Redis row): the
+        bench process itself publishes at ``rate`` (through the peer's own client for
+        taskiq) and reads each completion where that row stores it."""
+        count = max(10, min(int(rate * self._latency_seconds(budget)), 5000))
         result.latency_rate = round(rate, 1)
         sent = self._publish(workload, count, rate)
         wait_until(lambda: self._done() >= count, 60 + count / rate, 0.1)
         result.errors += self._failures()
-        rows = self._finished()
         latencies = sorted(
             (done.replace(tzinfo=UTC).timestamp() - sent[task_id]) * 1000
-            for task_id, done in rows if task_id in sent)
+            for task_id, done in self._finished() if task_id in sent)
         missing = count - len(latencies)
         if missing:
             result.errors += missing
@@ -529,7 +586,9 @@ class Bench:
             self.images.append(f"s3://{BUCKET}/{key}")
 
     def stop_servers(self) -> None:
-        """Stop S3 and the model API."""
+        """Stop S3 and the model API (and the services' samplers)."""
+        for sampler in (self.services or {}).values():
+            sampler.stop()
         for server in (self.s3, self.gpt):
             if server is not None:
                 server.stop()
@@ -585,6 +644,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "connections open as real S3 does), or the URL of one already "
                              f"running, e.g. a local MinIO (keys from ${servers.S3_KEY_ENV[0]} "
                              f"and ${servers.S3_KEY_ENV[1]}); also ${servers.S3_SERVER_ENV}")
+    parser.add_argument("--latency-publisher", choices=latency.PUBLISHERS, default="amqp",
+                        help="how the latency publisher process sends: prebuilt messages "
+                             "over aiormq (default, the least CPU), or Celery's send_task")
+    parser.add_argument("--latency-curve", action="store_true",
+                        help="also measure latency at 25, 50, 75 and 90%% of each row's "
+                             "throughput (a table and <name>-latency.png)")
     parser.add_argument("--out", type=Path, default=None,
                         help="output folder (default bench/results)")
     parser.add_argument("--name", default=None, help="file stem (default: full or quick)")
@@ -620,6 +685,10 @@ def command_line(args: argparse.Namespace) -> str:
     s3 = args.s3_server or os.environ.get(servers.S3_SERVER_ENV, "")
     if s3 and s3 != "moto":
         parts.append(f"--s3-server {shlex.quote(s3)}")
+    if args.latency_curve:
+        parts.append("--latency-curve")
+    if args.latency_publisher != "amqp":
+        parts.append(f"--latency-publisher {args.latency_publisher}")
     return " ".join(parts)
 
 
@@ -643,7 +712,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.baseline:
             tree = stack.enter_context(baseline.checkout(REPO, args.baseline))
         bench = Bench(args.quick, args.scale, not args.no_progress and sys.stderr.isatty(),
-                      out_dir / f"{name}.workers.log", tree, args.latency_rate, args.s3_server)
+                      out_dir / f"{name}.workers.log", tree, args.latency_rate, args.s3_server,
+                      args.latency_curve, args.latency_publisher)
         bench.log_path.write_bytes(b"")
         steps = plan(chosen, args.quick, wanted, tree.commit if tree else "", args.repeat)
         skipped = [w.name for w in chosen if tree and w.name not in BASELINE_WORKLOADS]
@@ -671,7 +741,9 @@ def main(argv: list[str] | None = None) -> int:
         data["baseline"] = {"ref": tree.ref, "commit": tree.commit,
                             "against": report.against(data["results"])}
     (out_dir / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
-    markdown = report.markdown(data)
+    markdown = report.markdown(data) + latency.curve_markdown(data["results"])
+    if latency.curve_chart(data["results"], out_dir / f"{name}-latency.png"):
+        markdown += f"\n![Latency against load]({name}-latency.png)\n"
     (out_dir / f"{name}.md").write_text(markdown)
     report.chart(data, out_dir / f"{name}.png")
     print(markdown)

@@ -40,3 +40,33 @@ def test_bench_quick_runs_every_configuration(services: dict[str, str], tmp_path
     # (asyncworker's rows of every workload, and its Redis rows of noop and sleep)
     assert table.count("the best asyncio peer's") == 5
     assert (tmp_path / "smoke.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_latency_curve_sleep_curve_and_compare(services: dict[str, str],
+                                                     tmp_path: Path) -> None:
+    def bench(*args: str) -> subprocess.CompletedProcess[str]:
+        completed = subprocess.run([sys.executable, "-m", *args], cwd=REPO,
+                                   capture_output=True, text=True, timeout=600)
+        assert completed.returncode == 0, completed.stderr[-3000:]
+        return completed
+
+    common = ("--quick", "--scale", "0.1", "--workloads", "noop", "--configs", "asyncworker",
+              "--out", str(tmp_path), "--no-progress")
+    bench("bench", *common, "--name", "old")
+    bench("bench", *common, "--name", "new", "--latency-curve")
+    new = json.loads((tmp_path / "new.json").read_text())
+    (row,) = new["results"]
+    assert [p["fraction"] for p in row["latency_curve"]] == [0.25, 0.5, 0.75, 0.9]
+    assert all(p["tasks"] > 0 and p["missing"] == 0 and p["p99_ms"] is not None
+               for p in row["latency_curve"]), row["latency_curve"]
+    assert "### Latency, point by point" in (tmp_path / "new.md").read_text()
+    assert (tmp_path / "new-latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    compared = bench("bench", "compare", str(tmp_path / "old.json"), str(tmp_path / "new.json"))
+    assert "| noop | asyncworker -c 100 | throughput |" in compared.stdout
+
+    bench("bench.curves", "sleep", "--concurrency", "100", "--scale", "0.1",
+          "--out", str(tmp_path))
+    (point,) = json.loads((tmp_path / "curves-sleep.json").read_text())["points"]
+    assert point["done"] > 0 and point["rabbitmq_cores"] >= 0 and point["peak_rss_mb"] > 0
+    assert (tmp_path / "curves-sleep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from bench.run import percentile, steady_rate
+from bench.measure import percentile
+from bench.run import steady_rate
 
 
 def test_steady_rate_ignores_a_stall_at_the_start() -> None:
