@@ -68,7 +68,10 @@ def configure(level: str = "INFO", fmt: str = "auto") -> None:
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),  # type: ignore[arg-type]
+        # One write per line (text and newline together): the processes of a group
+        # (--processes, a container's log stream) share stderr, and a line written in
+        # two pieces can interleave with another process's into unreadable lines.
+        logger_factory=structlog.WriteLoggerFactory(file=_Stderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,
     )
     # Libraries log through the stdlib; keep them quiet unless something is wrong.
