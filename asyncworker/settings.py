@@ -84,6 +84,9 @@ class Settings:
     broker_failover_strategy: str = "round-robin"
     broker_heartbeat: int = 60
     broker_connection_timeout: float = 10.0
+    #: Celery's per-transport options (``visibility_timeout``, ``region``, ...);
+    #: each transport checks its own names (``broker/options.py``).
+    broker_transport_options: dict[str, Any] = field(default_factory=dict)
     result_backend: str | None = None
     result_backend_pool_size: int = 10
     result_extended: bool = False
