@@ -158,7 +158,7 @@ def markdown(data: dict[str, Any]) -> str:
         ]
     if any(len(r.get("throughput_runs", [])) > 1 for r in data["results"]):
         lines += ["Rows run more than once (`--repeat`) show the median, with the min–max "
-                  "in brackets.", ""]
+                  "in brackets (p99: the worst run is the max).", ""]
     if base := data.get("baseline"):
         lines += [
             f"`asyncworker@{base['commit']}` rows run the same worker with asyncworker imported "
@@ -193,7 +193,7 @@ def markdown(data: dict[str, Any]) -> str:
             lines.append(
                 f"| {name} | {_with_spread(r, 'throughput')} | {_fmt(r['littles_law_ideal'])} "
                 f"| {speedup} | {vs_peer} | {_fmt(r['latency_p50_ms'])} "
-                f"| {_fmt(r['latency_p95_ms'])} | {_fmt(r['latency_p99_ms'])} "
+                f"| {_fmt(r['latency_p95_ms'])} | {_with_spread(r, 'latency_p99_ms')} "
                 f"| {_fmt(r['peak_rss_mb'])} | {memory} "
                 f"| {_with_spread(r, 'cpu_ms_per_task', 2)} | {r['errors']} |")
         lines += _peer_lines(rows, ours)

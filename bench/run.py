@@ -133,6 +133,7 @@ class Result:
     # Every run's figures, in run order (one unless --repeat); the fields above are medians.
     throughput_runs: list[float] = field(default_factory=list)
     cpu_ms_per_task_runs: list[float] = field(default_factory=list)
+    latency_p99_ms_runs: list[float] = field(default_factory=list)
     latency_point: dict[str, Any] = field(default_factory=dict)  # bench.latency.Point
     latency_curve: list[dict[str, Any]] = field(default_factory=list)  # --latency-curve
 
@@ -217,6 +218,7 @@ def merge(runs: list[Result]) -> Result:
         notes=[f"run {i}: {n}" if many else n for i, r in enumerate(runs, 1) for n in r.notes],
         throughput_runs=[r.throughput for r in runs],
         cpu_ms_per_task_runs=[r.cpu_ms_per_task for r in runs if r.cpu_ms_per_task is not None],
+        latency_p99_ms_runs=[r.latency_p99_ms for r in runs if r.latency_p99_ms is not None],
     )
 
 

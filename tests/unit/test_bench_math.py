@@ -91,3 +91,17 @@ def test_batch_sizes_scraped_from_the_metrics_page() -> None:
     assert sizes["count"] == 4 and sizes["sum"] == 250
     assert sizes["mean_rows_per_batch"] == 62.5
     assert sizes['bucket{le="100.0"}'] == 4
+
+
+def test_repeated_runs_keep_every_p99_so_the_worst_is_reported() -> None:
+    from dataclasses import asdict
+
+    from bench.report import _with_spread
+    from bench.run import Result, merge
+
+    runs = [Result("asyncworker -c 100", "asyncworker", "noop", 100, throughput=t,
+                   latency_p99_ms=p99) for t, p99 in ((100.0, 4.0), (120.0, 19.0), (110.0, 6.0))]
+    row = merge(runs)
+    assert row.latency_p99_ms == 6.0  # the median
+    assert row.latency_p99_ms_runs == [4.0, 19.0, 6.0]
+    assert _with_spread(asdict(row), "latency_p99_ms") == "6 (4–19)"
