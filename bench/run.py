@@ -165,8 +165,10 @@ def baseline_twin(config: Config, commit: str) -> Config:
 
 
 def selected(config: Config, wanted: list[str]) -> bool:
-    """Whether ``--configs`` keeps ``config``: a part of its label, or its kind, was named."""
-    return not wanted or any(s in config.label or s == config.kind for s in wanted)
+    """Whether ``--configs`` keeps ``config``: a part of its label, or its kind, was
+    named; ``=label`` names one label exactly."""
+    return not wanted or any(config.label == s[1:] if s.startswith("=")
+                             else s in config.label or s == config.kind for s in wanted)
 
 
 def plan(chosen: list[Workload], quick: bool, wanted: list[str], commit: str,
@@ -629,7 +631,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--configs", default="",
                         help="only configurations whose label contains one of these "
                              "comma-separated strings (e.g. asyncworker,prefork -c 2), or "
-                             "whose kind is one (asyncworker, celery); baseline twins follow")
+                             "whose kind is one (asyncworker, celery), or whose label is "
+                             "exactly one written =label; baseline twins follow")
     parser.add_argument("--baseline", default="", metavar="REF",
                         help="also run each noop and sleep asyncworker row with asyncworker "
                              "from this git revision (e.g. HEAD~1), checked out in a "

@@ -105,3 +105,14 @@ def test_repeated_runs_keep_every_p99_so_the_worst_is_reported() -> None:
     assert row.latency_p99_ms == 6.0  # the median
     assert row.latency_p99_ms_runs == [4.0, 19.0, 6.0]
     assert _with_spread(asdict(row), "latency_p99_ms") == "6 (4–19)"
+
+
+def test_configs_filter_by_part_kind_or_exact_label() -> None:
+    from bench.run import Config, selected
+
+    plain = Config("asyncworker -c 100", "asyncworker", 100)
+    uvloop = Config("asyncworker -c 100 uvloop", "asyncworker", 100, "uvloop")
+    assert selected(plain, ["asyncworker -c 100"]) and selected(uvloop, ["asyncworker -c 100"])
+    assert selected(plain, ["=asyncworker -c 100"])
+    assert not selected(uvloop, ["=asyncworker -c 100"])
+    assert selected(uvloop, ["celery", "=asyncworker -c 100 uvloop"])
