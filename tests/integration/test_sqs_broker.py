@@ -8,6 +8,7 @@ name prefix of its own, so the tests share one moto server.
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import time
 import urllib.request
@@ -138,7 +139,7 @@ def test_fifo_queue_keeps_order_within_a_group(start_worker: Any, sqs_url: str,
     for group in (group_a, group_b):
         runs = [result_of(r, timeout=60) for r in group]
         # Each starts only after the one before it in the group has finished.
-        for before, after in zip(runs, runs[1:], strict=False):
+        for before, after in itertools.pairwise(runs):
             assert after["start"] >= before["end"], runs
 
 
