@@ -103,7 +103,8 @@ def test_celery_client_tasks_complete_and_are_deleted(start_worker: Any, sqs_url
     wait_for(lambda: depth(sqs, f"{prefix}work-q") == 0, 30, what="queue drained")
     lines = [line for line in worker.lines() if line.get("component") == "broker"]
     assert any("not available on SQS" in str(line.get("event")) for line in lines)
-    assert SECRET not in worker.log_path.read_text()
+    text = worker.log_path.read_text()
+    assert SECRET not in text and KEY not in text
 
 
 def test_visibility_extended_for_a_long_task_and_an_eta(start_worker: Any, sqs_url: str,
@@ -190,3 +191,36 @@ def test_health_and_metrics_on_sqs(start_worker: Any, sqs_url: str, prefix: str)
             assert r.status == 200
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
         assert b"asyncworker" in r.read()
+
+
+def test_endpoint_outage_backs_off_and_resumes(start_worker: Any, moto: Server,
+                                               prefix: str) -> None:
+    from tests.tcpproxy import TcpProxy
+
+    host, port = moto.url.split("://", 1)[1].split(":")
+    proxy = TcpProxy(host, int(port))
+    proxy.start()
+    via_proxy = f"sqs://{KEY}:{SECRET}@127.0.0.1:{proxy.port}"
+    direct = f"sqs://{KEY}:{SECRET}@{host}:{port}"
+    # A receive whose answer the outage cuts off hides its messages for a
+    # visibility timeout (SQS's at-least-once): a short one here.
+    options = {"queue_name_prefix": prefix, "visibility_timeout": 5}
+    worker = start(start_worker, via_proxy, options, "-Q", "out.q",
+                   worker_reconnect_max_interval=1)
+    app = client(direct, options)  # the producer still reaches SQS
+    try:
+        assert result_of(app.send_task("compat.add_sync", args=(1, 2), queue="out.q")) == 3
+        proxy.stop()
+        wait_for(lambda: worker.events("broker unreachable, retrying"), 30,
+                 what="the worker noticing the outage")
+        during = [app.send_task("compat.add_sync", args=(i, i), queue="out.q")
+                  for i in range(5)]
+        time.sleep(2)
+        proxy.start()
+        assert [result_of(r, timeout=60) for r in during] == [2 * i for i in range(5)]
+        assert worker.events("broker reachable again")
+        attempts = worker.events("broker unreachable, retrying")
+        assert len(attempts) < 30  # backed off, not a busy loop
+        assert all(SECRET not in str(line) and KEY not in str(line) for line in attempts)
+    finally:
+        proxy.stop()

@@ -417,6 +417,8 @@ class SqsBroker(Broker):
             except Exception as exc:
                 self.window.release(count)
                 await asyncio.sleep(self.outage.failed(exc))
+                if isinstance(exc, ClientError) and _not_found(exc):
+                    await self._relocate(source)
                 continue
             if self.outage.down:
                 self.outage.recovered()
@@ -434,6 +436,12 @@ class SqsBroker(Broker):
                 self._hand_over(source, delivery)
             if not messages and config.polling_interval:
                 await asyncio.sleep(config.polling_interval)
+
+    async def _relocate(self, source: _Source) -> None:
+        """The queue is gone (deleted; an emulator restarted): find or create it again."""
+        self._urls.pop(source.sqs_name, None)
+        with contextlib.suppress(Exception):  # still failing: the next receive says so
+            source.url = await self._url(source.sqs_name, create=True)
 
     def _hand_over(self, source: _Source, delivery: SqsDelivery) -> None:
         """To the worker; on a FIFO queue only once its group's previous one is settled."""
