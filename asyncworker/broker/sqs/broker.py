@@ -118,6 +118,8 @@ class _Source:
         self.fifo = sqs_name.endswith(".fifo")
         self.handler: DeliveryHandler | None = None
         self.poller: asyncio.Task[None] | None = None
+        #: A ReceiveMessage is under way (its answer must be waited for, not cancelled).
+        self.receiving = False
         #: FIFO: per group, the messages received but not yet handed over.
         self.groups: dict[str, collections.deque[SqsDelivery]] = {}
         #: FIFO: groups with a message handed over and not yet settled.
@@ -373,6 +375,8 @@ class SqsBroker(Broker):
         if source is None or source.handler is None:
             return False
         source.handler = None
+        if source.poller is not None and not source.receiving:
+            source.poller.cancel()  # waiting for room in the window (or sleeping)
         # Held FIFO messages were never handed over: visible again now.
         pending = [d for group in source.groups.values() for d in group]
         source.groups.clear()
@@ -406,6 +410,7 @@ class SqsBroker(Broker):
             # A share of the window per queue, so one long poll cannot take it all.
             share = max(1, (self.window.limit or MAX_BATCH) // max(1, len(self._sources)))
             count = await self.window.reserve(min(MAX_BATCH, share))
+            source.receiving = True
             try:
                 response = await source.client.receive_message(
                     QueueUrl=source.url, MaxNumberOfMessages=count,
@@ -416,6 +421,7 @@ class SqsBroker(Broker):
                 raise
             except Exception as exc:
                 self.window.release(count)
+                source.receiving = False
                 await asyncio.sleep(self.outage.failed(exc))
                 if isinstance(exc, ClientError) and _not_found(exc):
                     await self._relocate(source)
@@ -423,6 +429,7 @@ class SqsBroker(Broker):
             if self.outage.down:
                 self.outage.recovered()
                 self.reconnects += 1
+            source.receiving = False
             messages = response.get("Messages") or []
             self.window.release(count - len(messages))
             deliveries = [SqsDelivery(self, source, m) for m in messages]
