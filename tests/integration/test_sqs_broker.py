@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import subprocess
+import sys
 import time
 import urllib.request
 import uuid
@@ -20,8 +22,9 @@ import pytest
 
 from bench.servers import Server, free_port
 from bench.servers import start_s3 as start_moto  # moto's server serves SQS too
-from tests.conftest import PG_DSN, result_of, wait_for
+from tests.conftest import PG_DSN, REPO, process_env, result_of, wait_for
 
+pytestmark = pytest.mark.integration
 pytest.importorskip("boto3")
 
 KEY, SECRET = "AKIDSQSTEST", "sqs-secret-never-logged"
@@ -162,12 +165,13 @@ def test_bad_input_is_dead_lettered_with_a_reason(start_worker: Any, sqs_url: st
             dlq_url = sqs.get_queue_url(QueueName=dlq)["QueueUrl"]
         except sqs.exceptions.QueueDoesNotExist:
             return []
-        got = sqs.receive_message(QueueUrl=dlq_url, MaxNumberOfMessages=10,
-                                  VisibilityTimeout=60).get("Messages", [])
-        found.extend(kombu_envelope(m["Body"]) for m in got)
-        return found if len(found) >= 2 else []
+        # VisibilityTimeout 0: read, and leave them for the dlq command below.
+        for m in sqs.receive_message(QueueUrl=dlq_url, MaxNumberOfMessages=10,
+                                     VisibilityTimeout=0).get("Messages", []):
+            found[m["MessageId"]] = kombu_envelope(m["Body"])
+        return list(found.values()) if len(found) >= 2 else []
 
-    found: list[dict[str, Any]] = []
+    found: dict[str, dict[str, Any]] = {}
     letters = wait_for(dead, 30, interval=0.5, what="two dead letters")
     reasons = {str(e["headers"].get("x-asyncworker-reason")) for e in letters}
     assert any(r.startswith("malformed SQS message") for r in reasons), reasons
@@ -178,6 +182,15 @@ def test_bad_input_is_dead_lettered_with_a_reason(start_worker: Any, sqs_url: st
     by_id = {e["headers"].get("id"): e for e in letters}
     assert by_id[unknown.id]["properties"]["delivery_info"]["routing_key"] == "in.q.dlq"
     wait_for(lambda: depth(sqs, f"{prefix}in-q") == 0, 30, what="input queue drained")
+    # ``asyncworker dlq list`` reads them over SQS too.
+    env = process_env(broker_url=sqs_url, broker_transport_options={
+        "region": REGION, "queue_name_prefix": prefix})
+    listed = subprocess.run(
+        [sys.executable, "-m", "asyncworker", "dlq", "-A", "tests.apps.compat:app", "list",
+         "in.q"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=True)
+    rows = [json.loads(line) for line in listed.stdout.splitlines() if line.strip()]
+    assert {row["task_id"] for row in rows} >= {unknown.id}
+    assert len(rows) == 2, listed.stderr
 
 
 def test_health_and_metrics_on_sqs(start_worker: Any, sqs_url: str, prefix: str) -> None:
@@ -224,3 +237,35 @@ def test_endpoint_outage_backs_off_and_resumes(start_worker: Any, moto: Server,
         assert all(SECRET not in str(line) and KEY not in str(line) for line in attempts)
     finally:
         proxy.stop()
+
+
+def test_warm_shutdown_gives_unstarted_messages_back_at_once(start_worker: Any, sqs_url: str,
+                                                             prefix: str) -> None:
+    # The default 30 min visibility timeout: only an explicit requeue (visibility 0)
+    # lets the second worker have the messages the first one held.
+    options = {"queue_name_prefix": prefix}
+    first = start(start_worker, sqs_url, options, "-Q", "sd", "-c", "1",
+                  "--prefetch-multiplier", "4", "-n", f"first@{prefix}")
+    app = client(sqs_url, options)
+    results = [app.send_task("compat.sleep_late", args=(2,), queue="sd") for _ in range(4)]
+    wait_for(lambda: len(first.events("task received")) == 4, 30, what="four held")
+    first.stop()
+    start(start_worker, sqs_url, options, "-Q", "sd", "-n", f"second@{prefix}")
+    assert all(result_of(r, timeout=30)["end"] for r in results)
+
+
+def test_predefined_queues_with_their_own_credentials(start_worker: Any, moto: Server,
+                                                      prefix: str, sqs: Any) -> None:
+    name = f"{prefix}pq"
+    urls = {q: sqs.create_queue(QueueName=q)["QueueUrl"] for q in (name, f"{name}-dlq")}
+    options = {"predefined_queues": {
+        q: {"url": url, "access_key_id": KEY, "secret_access_key": SECRET}
+        for q, url in urls.items()}}
+    endpoint = "sqs://" + moto.url.split("://", 1)[1]  # no credentials but the queues'
+    worker = start(start_worker, endpoint, options, "-Q", name)
+    app = client(endpoint, options)
+    assert result_of(app.send_task("compat.add_sync", args=(4, 5), queue=name)) == 9
+    app.send_task("compat.no_such_task", queue=name)
+    wait_for(lambda: worker.events("message dead-lettered"), 30, what="dead letter")
+    wait_for(lambda: depth(sqs, f"{name}-dlq") == 1, 30, what="kept in the predefined DLQ")
+    assert SECRET not in worker.log_path.read_text()

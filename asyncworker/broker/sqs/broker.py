@@ -560,8 +560,10 @@ class SqsBroker(Broker):
         sqs_name = self.config.sqs_name(queue)
         url = await self._url(sqs_name, create=False)
         client = await self._client_for(sqs_name)
+        # A second of long polling: a short poll samples only some SQS servers
+        # and can answer "empty" while messages wait.
         response = await client.receive_message(QueueUrl=url, MaxNumberOfMessages=1,
-                                                WaitTimeSeconds=0,
+                                                WaitTimeSeconds=1,
                                                 MessageSystemAttributeNames=["All"])
         messages = response.get("Messages") or []
         if not messages:
