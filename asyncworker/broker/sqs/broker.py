@@ -507,7 +507,9 @@ class SqsBroker(Broker):
     async def _extend_loop(self) -> None:
         """Hide again every message about to reappear while it is still ours."""
         while True:
-            await asyncio.sleep(1.0)
+            # Often enough for the shortest timeout consumed (a quarter of it).
+            shortest = min((s.visibility for s in self._sources.values()), default=4)
+            await asyncio.sleep(max(0.25, min(1.0, shortest / 4)))
             try:
                 await self._extend_due(time.monotonic())
             except Exception as exc:  # never let the loop die
