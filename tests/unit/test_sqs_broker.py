@@ -208,3 +208,21 @@ async def test_the_control_mailbox_and_events_are_no_ops() -> None:
                                                    None, None, None))
     assert not broker._sources and fake.sent == [] and fake.asked == []
     await broker.close()
+
+
+async def test_a_queue_can_be_consumed_again_after_cancel() -> None:
+    fake = FakeSqs()
+    broker = broker_with(fake)
+    got = await consume(broker, "q")
+    await settle_soon()
+    assert await broker.cancel_consumer("q")
+    await settle_soon()
+    fake.add("q", "t1")
+
+    async def handler(delivery: Delivery) -> None:
+        got.append(delivery)
+
+    await broker.consume(spec("q"), handler)
+    await settle_soon()
+    assert [d.headers["id"] for d in got] == ["t1"]
+    await broker.close()

@@ -340,8 +340,11 @@ class SqsBroker(Broker):
         if no_ack or purpose == "control" or spec.exchange.type == "fanout":
             self._no_fanout()  # the control mailbox: a fanout SQS does not have
             return
-        if spec.name in self._sources:
-            self._sources[spec.name].handler = handler
+        known = self._sources.get(spec.name)
+        if known is not None:  # consumed again after cancel_consumer
+            known.handler = handler
+            if known.poller is None or known.poller.done():
+                known.poller = asyncio.create_task(self._poll(known))
             return
         if spec.exchange.name:
             self._bindings[(spec.exchange.name, spec.routing_key)] = spec.name
