@@ -1,4 +1,4 @@
-"""Message brokers behind one interface (``base.py``): AMQP, and memory for tests.
+"""Message brokers behind one interface (``base.py``): AMQP, SQS, and memory for tests.
 
 ``create`` picks the transport from ``broker_url`` (one URL or a failover list,
 ``urls.py``); ``topology.py`` says what to declare and where each task is
@@ -36,6 +36,14 @@ def create(settings: Settings, connection_name: str | None = None) -> Broker:
     if len(schemes) > 1:
         raise ImproperlyConfigured("broker_url: every URL of a failover list must use the "
                                    f"same transport, not {sorted(schemes)}")
+    if scheme == "sqs":
+        if len(every) > 1:
+            raise ImproperlyConfigured("broker_url: SQS takes one URL, not a failover list")
+        from ..backoff import BackoffPolicy
+        from .sqs import SqsBroker, parse
+
+        return SqsBroker(parse(url, settings.broker_transport_options),
+                         policy=BackoffPolicy.from_settings(settings))
     if scheme == "memory":
         from .memory import MemoryBroker
 
