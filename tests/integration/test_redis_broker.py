@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -206,3 +207,58 @@ def test_unacked_entries_are_kombus_format_while_a_task_runs(
     result_of(sent)
     wait_for(lambda: db.hget("unacked", tag) is None, 10, what="ack")
     assert db.zscore("unacked_index", tag) is None
+
+
+def test_prefetch_window_bounds_what_is_taken(
+        client: Any, start_redis_worker: Callable[..., WorkerProcess], queue_name: str) -> None:
+    start_redis_worker(worker_concurrency=2, worker_prefetch_multiplier=1)
+    sent = [_run(client, "compat.sleep_late", queue_name, 0.4) for _ in range(8)]
+    db = redis.Redis.from_url(BROKER)
+    seen = []
+    while not all(r.ready() for r in sent):
+        seen.append(sum(queue_name.encode() in v for v in db.hvals("unacked")))
+        time.sleep(0.05)
+    assert max(seen) <= 2 and max(seen) >= 1, seen
+    assert all(r.successful() for r in sent)
+
+
+def test_events_and_broadcast_control_over_redis(
+        client: Any, start_redis_worker: Callable[..., WorkerProcess], queue_name: str) -> None:
+    import threading
+
+    events: list[dict[str, Any]] = []
+    ready = threading.Event()
+    with client.connection_for_read() as conn:
+        receiver = client.events.Receiver(conn, handlers={"*": events.append})
+        consume_ready = receiver.on_consume_ready
+
+        def on_ready(*args: Any, **kwargs: Any) -> None:
+            consume_ready(*args, **kwargs)
+            ready.set()
+
+        receiver.on_consume_ready = on_ready
+        thread = threading.Thread(target=receiver.capture, daemon=True)
+        thread.start()
+        assert ready.wait(15)
+        try:
+            start_redis_worker("-E")
+            node = f"a-{queue_name}@redis"
+            revoked_id = str(uuid.uuid4())
+            replies = client.control.revoke(revoked_id, reply=True, destination=[node],
+                                            timeout=5)
+            assert replies and node in replies[0]
+            revoked = _run(client, "compat.add_async", queue_name, 1, 1, task_id=revoked_id)
+            done = _run(client, "compat.add_async", queue_name, 2, 3)
+            assert result_of(done) == 5
+            wait_for(lambda: revoked.state == "REVOKED", 30, what="revoked")
+
+            def seen(kind: str, task_id: str | None = None) -> bool:
+                return any(e.get("type") == kind and e.get("hostname") == node
+                           and (task_id is None or e.get("uuid") == task_id)
+                           for e in list(events))
+
+            wait_for(lambda: seen("task-succeeded", done.id), 30, what="task-succeeded")
+            wait_for(lambda: seen("worker-heartbeat"), 30, what="a heartbeat")
+        finally:
+            receiver.should_stop = True
+            thread.join(10)

@@ -381,9 +381,14 @@ class RedisBroker(Broker):
 
     async def publish_transient(self, exchange: ExchangeSpec, routing_key: str,
                                 message: OutgoingMessage) -> None:
-        """Events: to the queues bound now (none listening: dropped, as kombu does)."""
-        self.exchange_types.setdefault(exchange.name, exchange.type)
-        await self._publish(exchange.name, routing_key, message, warn=False)
+        """Events: over PUB/SUB, to whoever listens now.
+
+        Celery makes its event exchange a fanout on Redis (``get_exchange`` in
+        ``celery.events``), so event receivers (Flower, ``celery events``)
+        subscribe to ``/<db>.celeryev/*`` rather than bind a list.
+        """
+        text, _ = envelopes.encode(message, exchange.name, routing_key)
+        await self.redis().publish(self.keys.topic(exchange.name, routing_key), text)
 
     async def _publish(self, exchange: str, routing_key: str, message: OutgoingMessage,
                        warn: bool) -> None:
