@@ -5,7 +5,7 @@ window has room: ``FETCH`` (``scripts.py``) pops the first message in
 kombu's order (priority step, then queue in ``queue_order_strategy`` order)
 and records it in ``unacked`` in the same step; when every list is empty, a
 ``BRPOP`` over the same lists waits for the next one (no polling). Acks
-remove the message from ``unacked``; a requeue pushes it back to the tail
+remove the message from ``unacked``; a requeue pushes it back to the head
 of its queue; visibility (``visibility.py``) restores what a dead consumer
 left and keeps what this one holds. Fanout exchanges (the control mailbox)
 are PUB/SUB channels (``fanout.py``).
@@ -41,6 +41,8 @@ log = get_logger("broker")
 
 #: Binding tables of expiring queues live at least this long (kombu's floor).
 MIN_BINDING_TTL_MS = 3600 * 1000
+#: Seconds a blocking pop's reply may be late before the connection is taken as dead.
+BRPOP_GRACE = 10.0
 
 
 class RedisBroker(Broker):
@@ -271,8 +273,11 @@ class RedisBroker(Broker):
             got = await self._record(queues, None)
             if got is not None or self._stopping:
                 return got
-            popped = await self.redis().brpop(self.keys.fetch_order(queues),
-                                              timeout=self.options.polling_interval)
+            # Bounded: a half-open connection (Redis gone without a FIN) must not
+            # hold the consumer forever; the reply is due within the BRPOP timeout.
+            async with asyncio.timeout(self.options.polling_interval + BRPOP_GRACE):
+                popped = await self.redis().brpop(self.keys.fetch_order(queues),
+                                                  timeout=self.options.polling_interval)
             if popped is None:
                 return None
             key, item = popped
@@ -329,7 +334,10 @@ class RedisBroker(Broker):
         """Ack (or drop) ``delivery``, or give it back to its queue when ``requeue``."""
         try:
             if requeue:
-                await self.restore(delivery, head=False)
+                # To the head, as AMQP puts a requeued message back where it was (kombu's
+                # reject puts it at the tail): a message handed back at a warm shutdown
+                # runs next, not after everything queued since.
+                await self.restore(delivery, head=True)
             else:
                 async with self.redis().pipeline(transaction=True) as pipe:
                     pipe.zrem(self.keys.unacked_index, delivery.tag)
@@ -348,8 +356,8 @@ class RedisBroker(Broker):
             self._wake.set()
 
     async def restore(self, delivery: RedisDelivery, head: bool) -> bool:
-        """Move ``delivery`` from ``unacked`` back to its queue: to the head (next to
-        be taken) or, as kombu's requeue, the tail. False when it was not unacked."""
+        """Move ``delivery`` from ``unacked`` back to its queue, marked redelivered: to
+        the head (next to be taken) or the tail. False when it was not unacked."""
         env = delivery.envelope
         if env.payload:
             targets = await self.targets(env.exchange, env.routing_key)
