@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import redis
 
-from tests.conftest import REPO, WorkerProcess, result_of, wait_for
+from tests.conftest import REPO, WorkerProcess, process_env, result_of, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -123,6 +123,17 @@ def test_inspect_ping_over_redis(client: Any, start_redis_worker: Callable[..., 
         [sys.executable, "-m", "celery", "-b", BROKER, "inspect", "ping", "-d", node,
          "--timeout", "5"], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "pong" in out.stdout, out.stdout + out.stderr
+    # asyncworker's own probe, through the broker interface.
+    probe = subprocess.run(
+        [sys.executable, "-m", "asyncworker", "ping", "-A", "tests.apps.compat:app", "-n", node,
+         "--timeout", "10"], cwd=REPO, capture_output=True, text=True, timeout=60,
+        env=process_env(broker_url=BROKER, result_backend=RESULTS))
+    assert probe.returncode == 0 and "pong" in probe.stdout, probe.stdout + probe.stderr
+    missing = subprocess.run(
+        [sys.executable, "-m", "asyncworker", "ping", "-A", "tests.apps.compat:app", "-n",
+         "nobody@nowhere", "--timeout", "2"], cwd=REPO, capture_output=True, text=True,
+        timeout=60, env=process_env(broker_url=BROKER, result_backend=RESULTS))
+    assert missing.returncode == 1 and "no reply" in missing.stderr
     assert worker.proc.poll() is None
 
 
