@@ -124,8 +124,8 @@ async def test_fetch_records_in_the_step_it_pops(broker: RedisBroker, prefix: st
     db = redis.Redis.from_url(URL)
     before = time.time()
     got = await broker._record([queue], None)
-    assert got is not None
-    source, raw, tag = got
+    assert len(got) == 1
+    source, raw, tag = got[0]
     assert source == queue and b"t4" in raw
     # Popped and recorded by one script: there is no moment with the message in
     # neither place.

@@ -35,7 +35,7 @@ KNOWN: dict[str, Any] = {
     "socket_connect_timeout": None,
     "socket_keepalive": None,
     "health_check_interval": 25,
-    "max_connections": None,
+    "max_connections": 32,
     "client_name": None,
 }
 
@@ -53,6 +53,7 @@ class RedisOptions:
     mutex_expire: float
     restore_interval: float
     restore_limit: int
+    max_connections: int
     client: dict[str, Any]
 
     @property
@@ -103,8 +104,6 @@ def parse(url: str, options: dict[str, Any], connect_timeout: float) -> RedisOpt
         "health_check_interval": merged["health_check_interval"],
         "client_name": merged["client_name"],
     }
-    if merged["max_connections"] is not None:
-        client["max_connections"] = int(merged["max_connections"])
     return RedisOptions(
         url=url, db=db,
         keys=Keys.build(db, prefix=str(merged["global_keyprefix"] or ""),
@@ -116,6 +115,7 @@ def parse(url: str, options: dict[str, Any], connect_timeout: float) -> RedisOpt
         mutex_expire=float(merged["unacked_mutex_expire"]),
         restore_interval=float(merged["unacked_restore_interval"]),
         restore_limit=int(merged["unacked_restore_limit"]),
+        max_connections=max(4, int(merged["max_connections"])),
         client={k: v for k, v in client.items() if v is not None},
     )
 
