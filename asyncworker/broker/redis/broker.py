@@ -22,6 +22,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
+from redis.asyncio.sentinel import Sentinel
 
 from ...backoff import BackoffPolicy, Outage
 from ...logging import get_logger
@@ -90,11 +91,22 @@ class RedisBroker(Broker):
         Its pool waits for a free connection rather than failing: a burst of
         acks and publishes from hundreds of tasks must queue, not error.
         """
+        if self.client is None and self.options.sentinels:
+            # The sentinels name the master; redis-py reconnects to the new one
+            # after a failover (a command on the old one fails: an outage here).
+            manager = Sentinel(  # type: ignore[no-untyped-call]
+                list(self.options.sentinels),
+                min_other_sentinels=self.options.min_other_sentinels,
+                sentinel_kwargs=self.options.sentinel_kwargs, **self.options.client)
+            assert self.options.master_name is not None
+            self.client = manager.master_for(self.options.master_name,
+                                             redis_class=aioredis.Redis)
         if self.client is None:
             pool = aioredis.BlockingConnectionPool.from_url(
                 self.options.url, max_connections=self.options.max_connections,
                 timeout=POOL_WAIT, **self.options.client)
             self.client = aioredis.Redis(connection_pool=pool)
+        if not self._scripts:
             self._scripts = {name: self.client.register_script(text) for name, text in (
                 ("fetch", scripts.FETCH), ("restore", scripts.RESTORE),
                 ("bind", scripts.REFRESH_BINDING))}
@@ -147,6 +159,7 @@ class RedisBroker(Broker):
             with contextlib.suppress(*CONNECTION_ERRORS):
                 await self.client.aclose()
             self.client = None
+            self._scripts = {}
         self._up = False
 
     def is_connected(self) -> bool:
