@@ -150,6 +150,11 @@ class RedisBroker(Broker):
         await self.cancel_consumers()
         await self.fanout.stop()
         await self.visibility.stop()
+        if self._popped is not None and self.client is not None:
+            # Popped by BRPOP but never recorded (Redis failed in between): back.
+            with contextlib.suppress(*CONNECTION_ERRORS):
+                await self.client.rpush(*self._popped)
+                self._popped = None
         if self.unsettled and self.client is not None:
             # As kombu at channel close: to the head of their queues, to run next.
             for delivery in list(self.unsettled.values()):
@@ -174,10 +179,7 @@ class RedisBroker(Broker):
         if not exchange.name:
             return
         pattern = routing.topic_pattern(spec.routing_key) if exchange.type == "topic" else ""
-        key = spec.routing_key.replace("#", "*") if exchange.type == "fanout" else \
-            spec.routing_key
-        member = self.keys.member(key if exchange.type == "fanout" else spec.routing_key,
-                                  pattern, spec.name)
+        member = self.keys.member(spec.routing_key, pattern, spec.name)
         expires = spec.arguments.get("x-expires")
         client = self.redis()
         if isinstance(expires, int) and expires > 0:
