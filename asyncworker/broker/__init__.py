@@ -1,4 +1,4 @@
-"""Message brokers behind one interface (``base.py``): AMQP, SQS, and memory for tests.
+"""Message brokers behind one interface (``base.py``): AMQP, Redis, SQS, and memory for tests.
 
 ``create`` picks the transport from ``broker_url`` (one URL or a failover list,
 ``urls.py``); ``topology.py`` says what to declare and where each task is
@@ -7,6 +7,7 @@ routed, for every transport alike.
 
 from __future__ import annotations
 
+from ..backoff import BackoffPolicy
 from ..exceptions import ImproperlyConfigured
 from ..settings import Settings
 from . import urls
@@ -26,7 +27,6 @@ def create(settings: Settings, connection_name: str | None = None) -> Broker:
     schemes = {u.partition("://")[0].split("+")[-1] for u in every}
     scheme = url.partition("://")[0].split("+")[-1]
     if schemes <= {"amqp", "amqps", "pyamqp", "librabbitmq"}:
-        from ..backoff import BackoffPolicy
         from .amqp import AmqpBroker
 
         return AmqpBroker(every, settings.broker_heartbeat, settings.broker_connection_timeout,
@@ -36,10 +36,15 @@ def create(settings: Settings, connection_name: str | None = None) -> Broker:
     if len(schemes) > 1:
         raise ImproperlyConfigured("broker_url: every URL of a failover list must use the "
                                    f"same transport, not {sorted(schemes)}")
+    if scheme in ("redis", "rediss", "sentinel"):
+        from .redis import RedisBroker, parse
+
+        return RedisBroker(parse(every, settings.broker_transport_options,
+                                 settings.broker_connection_timeout),
+                           policy=BackoffPolicy.from_settings(settings))
     if scheme == "sqs":
         if len(every) > 1:
             raise ImproperlyConfigured("broker_url: SQS takes one URL, not a failover list")
-        from ..backoff import BackoffPolicy
         from .sqs import SqsBroker, parse
 
         return SqsBroker(parse(url, settings.broker_transport_options),
