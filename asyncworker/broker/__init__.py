@@ -37,18 +37,18 @@ def create(settings: Settings, connection_name: str | None = None) -> Broker:
         raise ImproperlyConfigured("broker_url: every URL of a failover list must use the "
                                    f"same transport, not {sorted(schemes)}")
     if scheme in ("redis", "rediss", "sentinel"):
-        from .redis import RedisBroker, parse
+        from . import redis
 
-        return RedisBroker(parse(every, settings.broker_transport_options,
-                                 settings.broker_connection_timeout),
-                           policy=BackoffPolicy.from_settings(settings))
+        return redis.RedisBroker(redis.parse(every, settings.broker_transport_options,
+                                             settings.broker_connection_timeout),
+                                 policy=BackoffPolicy.from_settings(settings))
     if scheme == "sqs":
         if len(every) > 1:
             raise ImproperlyConfigured("broker_url: SQS takes one URL, not a failover list")
-        from .sqs import SqsBroker, parse
+        from . import sqs
 
-        return SqsBroker(parse(url, settings.broker_transport_options),
-                         policy=BackoffPolicy.from_settings(settings))
+        return sqs.SqsBroker(sqs.parse(url, settings.broker_transport_options),
+                             policy=BackoffPolicy.from_settings(settings))
     if scheme == "memory":
         from .memory import MemoryBroker
 
