@@ -175,7 +175,10 @@ async def test_clients_and_tasks_read_the_section(monkeypatch: pytest.MonkeyPatc
         clients = pipeline.clients_of(app)
         assert (clients.bucket, clients.gpt.model, clients.image_mode) == (
             "bucket-x", "model-x", "data_url")
-        assert len(clients.gpt.http.shards) == 2  # pools sized to worker_concurrency
+        # One client whose pool is sized to worker_concurrency.
+        transport = clients.gpt.http.transport
+        assert len(clients.gpt.http.shards) == 1
+        assert transport is not None and transport.max_connections == 16
 
         async def unavailable(*_: object, **__: object) -> None:
             raise GPTUnavailable("busy", 503)
