@@ -198,3 +198,12 @@ async def test_clients_and_tasks_read_the_section(monkeypatch: pytest.MonkeyPatc
         assert 0.75 <= float(seen["countdown"]) <= 1.5  # type: ignore[arg-type]
     with pytest.raises(RuntimeError, match="not open"):
         pipeline.clients_of(app)
+
+
+async def test_model_url_joined_once_like_httpx_does() -> None:
+    for base in ("http://model.test/v1", "http://model.test/v1/"):
+        client = ShardedClient(4, base_url=base)
+        joined = client.url("chat/completions")
+        assert joined == client.shards[0].build_request("POST", "chat/completions").url
+        assert str(joined) == "http://model.test/v1/chat/completions"
+        await client.aclose()
