@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
+import ipaddress
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import pytest
@@ -64,11 +68,12 @@ class Server:
 
 
 @contextlib.asynccontextmanager
-async def serving(*replies: Reply, delay: float = 0.0,
-                  close_after_each: bool = False) -> AsyncIterator[Server]:
+async def serving(*replies: Reply, delay: float = 0.0, close_after_each: bool = False,
+                  tls: ssl.SSLContext | None = None) -> AsyncIterator[Server]:
     server = Server(list(replies), delay, close_after_each)
-    listener = await asyncio.start_server(server.handle, "127.0.0.1", 0)
-    server.url = f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}"
+    listener = await asyncio.start_server(server.handle, "127.0.0.1", 0, ssl=tls)
+    scheme = "https" if tls else "http"
+    server.url = f"{scheme}://localhost:{listener.sockets[0].getsockname()[1]}"
     try:
         yield server
     finally:
@@ -93,7 +98,7 @@ async def test_content_length_body_and_keep_alive_reuse() -> None:
     first = server.requests[0]
     assert first.startswith(b"POST /x?q=1 HTTP/1.1\r\n")
     assert b'\r\n\r\n{"a":1}' in first or b'\r\n\r\n{"a": 1}' in first
-    assert b"host: 127.0.0.1" in first.lower()
+    assert b"host: localhost:" in first.lower()
 
 
 async def test_chunked_body_with_extension_and_trailer() -> None:
@@ -208,3 +213,46 @@ async def test_gzip_body_is_decoded_by_httpx() -> None:
              % len(data)) + data
     async with serving(reply) as server, client() as http:
         assert (await http.get(server.url)).text == "compressed hello"
+
+
+def self_signed(directory: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A server context with a fresh certificate for localhost, and a client context
+    that trusts only it."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(cert_file, key_file)
+    return server, ssl.create_default_context(cafile=str(cert_file))
+
+
+async def test_https_verifies_the_server_and_reuses_the_connection(tmp_path: Path) -> None:
+    server_context, trusting = self_signed(tmp_path)
+    async with serving(OK, OK, tls=server_context) as server:
+        async with httpx.AsyncClient(transport=AsyncioTransport(2, ssl_context=trusting)) as http:
+            assert (await http.get(server.url)).text == "hello"
+            assert (await http.get(server.url)).text == "hello"
+        assert server.connections == 1
+        # The default context (certifi's roots) refuses the self-signed certificate.
+        async with httpx.AsyncClient(transport=AsyncioTransport(2)) as http:
+            with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+                await http.get(server.url)
