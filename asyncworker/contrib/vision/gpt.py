@@ -84,54 +84,38 @@ def parse_retry_after(headers: httpx.Headers) -> float | None:
 
 
 class ShardedClient:
-    """One logical ``httpx.AsyncClient`` of ``pool_size`` connections.
+    """The model API's ``httpx.AsyncClient``, with a pool of ``pool_size`` connections.
 
-    By default it is one client on :class:`~.http_transport.AsyncioTransport`,
-    whose pool costs the same per request at any size. Given a ``transport``
-    (httpcore's, a mock), it is several small clients: httpcore's pool does
-    work proportional to its connections (and to queued requests) on every
-    request, so one pool of hundreds of connections spends more CPU on
-    bookkeeping than on HTTP (measured here: 23 ms of CPU per request at 200
-    connections against 1.5 ms with pools of 8). Requests go to the shard with
-    the fewest in flight; the shards share one TLS context.
+    The name is from when it split httpcore's pool into shards of 8: httpcore's
+    pool does work proportional to its connections on every request (23 ms of
+    CPU per request at 200 connections against 1.5 ms with pools of 8,
+    measured here). Its transport is now :class:`~.http_transport.AsyncioTransport`,
+    whose pool costs the same per request at any size, so one client serves. A
+    ``transport`` in ``options`` (a mock in tests) replaces it; ``verify`` is
+    httpx's (an ``ssl.SSLContext``, ``True`` or ``False``).
     """
 
-    SHARD_SIZE = 8
-
     def __init__(self, pool_size: int, **options: Any) -> None:
-        verify = options.setdefault("verify", httpx.create_ssl_context())
         if "transport" not in options:
-            ssl_context = verify if isinstance(verify, ssl.SSLContext) else None
-            options["transport"] = AsyncioTransport(pool_size, ssl_context=ssl_context)
-            count = 1
-        else:
-            count = max(1, -(-pool_size // self.SHARD_SIZE))
-        size = min(pool_size, self.SHARD_SIZE) if pool_size > 0 else self.SHARD_SIZE
-        limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
-        #: The transport when it is ours (``None`` for a caller's).
-        self.transport = options["transport"] if count == 1 and isinstance(
-            options["transport"], AsyncioTransport) else None
-        self.shards = [httpx.AsyncClient(limits=limits, **options) for _ in range(count)]
-        self._busy = [0] * count
+            verify = options.pop("verify", True)
+            context = verify if isinstance(verify, ssl.SSLContext) else (
+                httpx.create_ssl_context(verify=verify))
+            options["transport"] = AsyncioTransport(pool_size, ssl_context=context)
+        self.transport: httpx.AsyncBaseTransport = options["transport"]
+        self.client = httpx.AsyncClient(**options)
 
     def url(self, path: str) -> httpx.URL:
         """``path`` joined to the base URL, once: requests given the result skip httpx's
         URL parsing and joining (about 60 µs a request here)."""
-        return self.shards[0].base_url.join(path)
+        return self.client.base_url.join(path)
 
     async def post(self, url: str | httpx.URL, **kwargs: Any) -> httpx.Response:
-        """``POST`` through the least busy shard."""
-        index = min(range(len(self._busy)), key=self._busy.__getitem__)
-        self._busy[index] += 1
-        try:
-            return await self.shards[index].post(url, **kwargs)
-        finally:
-            self._busy[index] -= 1
+        """``POST`` through the client."""
+        return await self.client.post(url, **kwargs)
 
     async def aclose(self) -> None:
-        """Close every shard."""
-        for shard in self.shards:
-            await shard.aclose()
+        """Close the client and its connections."""
+        await self.client.aclose()
 
     async def __aenter__(self) -> ShardedClient:
         return self
@@ -143,7 +127,7 @@ class ShardedClient:
 def build_http_client(settings: VisionSettings, pool_size: int) -> ShardedClient:
     """The worker's HTTP client for the model API.
 
-    Timeouts are explicit and the shards hold ``pool_size`` connections in all.
+    Timeouts are explicit and the pool holds ``pool_size`` connections.
     """
     # httpx logs every request at INFO; at hundreds per second that drowns the task log.
     logging.getLogger("httpx").setLevel(logging.WARNING)
