@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -21,6 +20,7 @@ from asyncworker.contrib.vision.classification import (
     parse_answer,
 )
 from asyncworker.contrib.vision.gpt import GPTUnavailable, ShardedClient, parse_retry_after
+from asyncworker.contrib.vision.http_transport import AsyncioTransport
 from asyncworker.contrib.vision.s3 import S3Path
 from asyncworker.events import EventsSettings
 from asyncworker.monitoring import MonitoringSettings
@@ -113,23 +113,23 @@ def test_s3_paths() -> None:
             S3Path.parse(bad)
 
 
-async def test_sharded_client_spreads_requests() -> None:
-    release = asyncio.Event()
+async def test_model_client_uses_a_given_transport_or_a_pool_of_its_size() -> None:
+    seen: list[str] = []
 
     async def handler(request: httpx.Request) -> httpx.Response:
-        await release.wait()
+        seen.append(str(request.url))
         return httpx.Response(200, json={})
 
-    client = ShardedClient(16, base_url="http://model.test/",
+    mocked = ShardedClient(16, base_url="http://model.test/",
                            transport=httpx.MockTransport(handler))
-    assert len(client.shards) == 2
-    tasks = [asyncio.create_task(client.post("chat")) for _ in range(10)]
-    await asyncio.sleep(0)
-    assert client._busy == [5, 5]
-    release.set()
-    assert [r.status_code for r in await asyncio.gather(*tasks)] == [200] * 10
-    assert client._busy == [0, 0]
-    await client.aclose()
+    assert (await mocked.post("chat")).status_code == 200
+    assert seen == ["http://model.test/chat"]
+    await mocked.aclose()
+
+    own = ShardedClient(16, base_url="http://model.test/", verify=False)
+    assert isinstance(own.transport, AsyncioTransport)
+    assert own.transport.max_connections == 16
+    await own.aclose()
 
 
 def test_plugin_registers_tasks_clients_and_section() -> None:
@@ -175,7 +175,8 @@ async def test_clients_and_tasks_read_the_section(monkeypatch: pytest.MonkeyPatc
         clients = pipeline.clients_of(app)
         assert (clients.bucket, clients.gpt.model, clients.image_mode) == (
             "bucket-x", "model-x", "data_url")
-        assert len(clients.gpt.http.shards) == 2  # pools sized to worker_concurrency
+        transport = clients.gpt.http.transport  # a pool sized to worker_concurrency
+        assert isinstance(transport, AsyncioTransport) and transport.max_connections == 16
 
         async def unavailable(*_: object, **__: object) -> None:
             raise GPTUnavailable("busy", 503)
@@ -195,3 +196,12 @@ async def test_clients_and_tasks_read_the_section(monkeypatch: pytest.MonkeyPatc
         assert 0.75 <= float(seen["countdown"]) <= 1.5  # type: ignore[arg-type]
     with pytest.raises(RuntimeError, match="not open"):
         pipeline.clients_of(app)
+
+
+async def test_model_url_joined_once_like_httpx_does() -> None:
+    for base in ("http://model.test/v1", "http://model.test/v1/"):
+        client = ShardedClient(4, base_url=base)
+        joined = client.url("chat/completions")
+        assert joined == client.client.build_request("POST", "chat/completions").url
+        assert str(joined) == "http://model.test/v1/chat/completions"
+        await client.aclose()

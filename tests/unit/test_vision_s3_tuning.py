@@ -103,3 +103,28 @@ def test_timestamps_parse_as_botocore_does(value: Any) -> None:
     got = s3_tuning.parse_timestamp(value)
     assert got == expected
     assert type(got.tzinfo) is type(expected.tzinfo)
+
+
+async def test_user_agent_is_botocore_default_built_once() -> None:
+    """The configured User-Agent is botocore's own string (session name, ua/2.1, retry
+    mode, the session's extra once), so each call only joins it."""
+    from aiobotocore.session import AioSession
+
+    core = AioSession()
+    options = s3.client_options(SETTINGS, 4, core)
+    agent = options["config"].user_agent
+    assert agent.startswith(f"aiobotocore/{core.user_agent_version} md/Botocore#")
+    assert " ua/2.1 " in agent and "cfg/retry-mode#standard" in agent
+    async with core.create_client("s3", **options) as client:
+        captured: dict[str, str] = {}
+
+        def capture(request: Any, **_: Any) -> None:
+            captured["ua"] = request.headers["User-Agent"]
+            raise RuntimeError("stop before sending")
+
+        client.meta.events.register_last("request-created.s3", capture)
+        with pytest.raises(RuntimeError, match="stop before sending"):
+            await client.get_object(Bucket="bucket", Key="k")
+    sent = captured["ua"]
+    assert sent == f"{agent} {core.user_agent_extra}"
+    assert sent.split().count(core.user_agent_extra) == 1

@@ -51,7 +51,7 @@ async def open_clients(settings: VisionSettings,
     core = AioSession()
     s3_tuning.fast_timestamps(core)
     session = aioboto3.Session(botocore_session=core)
-    async with (session.client("s3", **s3.client_options(settings, size)) as s3_client,
+    async with (session.client("s3", **s3.client_options(settings, size, core)) as s3_client,
                 build_http_client(settings, size) as http):
         s3_tuning.tune(s3_client)
         yield VisionClients(s3_client, ChatClient(http, settings.gpt_model),

@@ -39,21 +39,24 @@ class S3Path:
         return f"s3://{self.bucket}/{self.key}"
 
 
-def client_options(settings: VisionSettings, pool_size: int) -> dict[str, Any]:
+def client_options(settings: VisionSettings, pool_size: int,
+                   botocore_session: Any = None) -> dict[str, Any]:
     """Keyword arguments for ``session.client("s3", ...)``: explicit timeouts, a pool of
-    ``pool_size`` connections, and none of the per-request work :mod:`.s3_tuning` skips."""
+    ``pool_size`` connections, and none of the per-request work :mod:`.s3_tuning` skips
+    (the User-Agent built once when given the ``botocore_session`` the client is of)."""
     from aiobotocore.config import AioConfig
 
-    options: dict[str, Any] = {
-        "region_name": settings.s3_region,
-        "config": AioConfig(
-            max_pool_connections=pool_size,
-            connect_timeout=settings.s3_connect_timeout,
-            read_timeout=settings.s3_read_timeout,
-            retries={"max_attempts": settings.s3_max_attempts, "mode": "standard"},
-            **s3_tuning.config_options(),
-        ),
-    }
+    config = AioConfig(
+        max_pool_connections=pool_size,
+        connect_timeout=settings.s3_connect_timeout,
+        read_timeout=settings.s3_read_timeout,
+        retries={"max_attempts": settings.s3_max_attempts, "mode": "standard"},
+        **s3_tuning.config_options(),
+    )
+    if botocore_session is not None:
+        config = config.merge(AioConfig(
+            user_agent=s3_tuning.fixed_user_agent(botocore_session, config)))
+    options: dict[str, Any] = {"region_name": settings.s3_region, "config": config}
     if settings.s3_endpoint_url:
         options["endpoint_url"] = settings.s3_endpoint_url
     if settings.s3_access_key_id:
