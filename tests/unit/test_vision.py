@@ -205,3 +205,16 @@ async def test_model_url_joined_once_like_httpx_does() -> None:
         assert joined == client.client.build_request("POST", "chat/completions").url
         assert str(joined) == "http://model.test/v1/chat/completions"
         await client.aclose()
+
+
+async def test_a_proxy_in_the_environment_keeps_httpx_own_transport(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The asyncio transport connects directly; with a proxy set, httpx's own must serve.
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.test:3128")
+    monkeypatch.setenv("NO_PROXY", "internal.test")
+    proxied = ShardedClient(8, base_url="https://api.model.test/v1/")
+    assert proxied.transport is None
+    await proxied.aclose()
+    bypassed = ShardedClient(8, base_url="https://llm.internal.test/v1/", verify=False)
+    assert isinstance(bypassed.transport, AsyncioTransport)
+    await bypassed.aclose()

@@ -13,6 +13,8 @@ import os
 import random
 import ssl
 import time
+import urllib.parse
+import urllib.request
 from typing import Any
 
 import httpx
@@ -92,16 +94,26 @@ class ShardedClient:
     measured here). Its transport is now :class:`~.http_transport.AsyncioTransport`,
     whose pool costs the same per request at any size, so one client serves. A
     ``transport`` in ``options`` (a mock in tests) replaces it; ``verify`` is
-    httpx's (an ``ssl.SSLContext``, ``True`` or ``False``).
+    httpx's (an ``ssl.SSLContext``, ``True`` or ``False``). That transport speaks
+    to the server directly, so when the environment names a proxy for the base
+    URL (``HTTPS_PROXY`` and the like, which httpx honours) httpx's own
+    transport is kept instead: a proxied deployment keeps working, at httpx's cost.
     """
 
     def __init__(self, pool_size: int, **options: Any) -> None:
+        if "transport" not in options and _env_proxy(str(options.get("base_url", ""))):
+            size = max(1, pool_size)
+            options["limits"] = httpx.Limits(max_connections=size, max_keepalive_connections=size)
+            #: None: httpx's own transport (a proxy is in the way).
+            self.transport: httpx.AsyncBaseTransport | None = None
+            self.client = httpx.AsyncClient(**options)
+            return
         if "transport" not in options:
             verify = options.pop("verify", True)
             context = verify if isinstance(verify, ssl.SSLContext) else (
                 httpx.create_ssl_context(verify=verify))
             options["transport"] = AsyncioTransport(pool_size, ssl_context=context)
-        self.transport: httpx.AsyncBaseTransport = options["transport"]
+        self.transport = options["transport"]
         self.client = httpx.AsyncClient(**options)
 
     def url(self, path: str) -> httpx.URL:
@@ -122,6 +134,15 @@ class ShardedClient:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+def _env_proxy(url: str) -> bool:
+    """Whether the environment's proxy settings apply to ``url`` (as httpx reads them)."""
+    parts = urllib.parse.urlsplit(url)
+    proxies = urllib.request.getproxies_environment()
+    if not (proxies.get(parts.scheme) or proxies.get("all")):
+        return False
+    return not urllib.request.proxy_bypass(parts.hostname or "")
 
 
 def build_http_client(settings: VisionSettings, pool_size: int) -> ShardedClient:
