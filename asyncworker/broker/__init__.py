@@ -1,4 +1,4 @@
-"""Message brokers behind one interface (``base.py``): AMQP, and memory for tests.
+"""Message brokers behind one interface (``base.py``): AMQP, Redis, and memory for tests.
 
 ``create`` picks the transport from ``broker_url`` (one URL or a failover list,
 ``urls.py``); ``topology.py`` says what to declare and where each task is
@@ -36,6 +36,16 @@ def create(settings: Settings, connection_name: str | None = None) -> Broker:
     if len(schemes) > 1:
         raise ImproperlyConfigured("broker_url: every URL of a failover list must use the "
                                    f"same transport, not {sorted(schemes)}")
+    if scheme in ("redis", "rediss"):
+        if len(every) > 1:
+            raise ImproperlyConfigured("broker_url: a failover list is not supported for "
+                                       "Redis (use one URL)")
+        from ..backoff import BackoffPolicy
+        from .redis import RedisBroker, parse
+
+        return RedisBroker(parse(url, settings.broker_transport_options,
+                                 settings.broker_connection_timeout),
+                           policy=BackoffPolicy.from_settings(settings))
     if scheme == "memory":
         from .memory import MemoryBroker
 

@@ -67,9 +67,18 @@ class PingCommand(CliCommand):
                 host = args.http_host or monitoring.worker_http_host
             if port is None or args.hostname:
                 nodename = expand_hostname(args.hostname or settings.worker_nodename)
+                if _scheme(settings.broker_url) in ("redis", "rediss"):
+                    return _report(asyncio.run(
+                        broker_mailbox_ping(settings, nodename, args.timeout)))
                 return _report(asyncio.run(
                     mailbox_ping(settings.broker_url, nodename, args.timeout)))
         return _report(http_ping(host, port, args.timeout))
+
+
+def _scheme(broker_url: Any) -> str:
+    from ..broker import urls
+
+    return urls.split(broker_url)[0].partition("://")[0].split("+")[-1]
 
 
 def _report(outcome: tuple[bool, str]) -> int:
@@ -151,4 +160,58 @@ async def mailbox_ping(broker_url: str | list[str], nodename: str,
                         return False, f"{nodename}: {reply!r}"
             except TimeoutError:
                 pass
+    return False, f"{nodename}: no reply within {timeout}s"
+
+
+async def broker_mailbox_ping(settings: Any, nodename: str,
+                              timeout: float) -> tuple[bool, str]:
+    """The same ``ping`` through the broker interface (Redis: the reply comes on a
+    list bound to ``reply.celery.pidbox``, the request goes out over PUB/SUB)."""
+    from .. import broker as brokers
+    from ..broker.base import Delivery
+    from ..broker.topology import ExchangeSpec, QueueSpec
+    from ..protocol import OutgoingMessage
+
+    deadline = time.monotonic() + timeout
+    ticket = str(uuid.uuid4())
+    broker = brokers.create(settings)
+    try:
+        async with asyncio.timeout(timeout):
+            await broker.connect(retry=False)
+    except Exception as exc:
+        return False, f"broker unreachable: {broker.display_url}: {redact_text(repr(exc))}"
+    replies: asyncio.Queue[Delivery] = asyncio.Queue()
+
+    async def on_reply(delivery: Delivery) -> None:
+        await replies.put(delivery)
+
+    try:
+        name = f"{ticket}.{REPLY_EXCHANGE}"
+        await broker.consume(
+            QueueSpec(name, ExchangeSpec(REPLY_EXCHANGE, "direct", durable=False), name,
+                      durable=False, auto_delete=True, arguments={"x-expires": 10000}),
+            on_reply, no_ack=True, purpose="ping")
+        body, headers = ping_request(nodename, ticket, name, timeout)
+        await broker.publish_transient(
+            ExchangeSpec("celery.pidbox", "fanout", durable=False), "",
+            OutgoingMessage(body=json.dumps(body).encode(), headers=headers,
+                            content_type="application/json", content_encoding="utf-8",
+                            correlation_id="", reply_to=None, priority=None,
+                            expiration_ms=None))
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                message = await asyncio.wait_for(replies.get(), remaining)
+            except TimeoutError:
+                break
+            if message.headers.get("ticket") != ticket:
+                continue
+            reply = json.loads(message.body).get(nodename)
+            if isinstance(reply, dict) and reply.get("ok") == "pong":
+                return True, f"{nodename}: pong"
+            return False, f"{nodename}: {reply!r}"
+    finally:
+        await broker.close()
     return False, f"{nodename}: no reply within {timeout}s"
