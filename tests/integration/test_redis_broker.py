@@ -156,6 +156,14 @@ def test_bad_input_is_dead_lettered_and_the_next_message_runs(
 
     bodies = [base64.b64decode(letter["body"]) for letter in letters]
     assert b"\xff{not an envelope" in bodies  # every byte kept
+    # The operator's view: listed with their reasons, and still there afterwards.
+    listed = subprocess.run(
+        [sys.executable, "-m", "asyncworker", "dlq", "list", queue_name, "-A",
+         "tests.apps.compat:app"], cwd=REPO, capture_output=True, text=True, timeout=60,
+        env=process_env(broker_url=BROKER, result_backend=RESULTS))
+    assert listed.returncode == 0, listed.stderr
+    assert "2 dead letter(s)" in listed.stderr and unknown.id in listed.stdout
+    assert db.llen(dlq) == 2
     assert not [v for v in db.hvals("unacked") if queue_name.encode() in v]
 
 

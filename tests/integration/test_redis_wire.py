@@ -133,3 +133,34 @@ async def test_fetch_records_in_the_step_it_pops(broker: RedisBroker, prefix: st
     assert db.hget(prefix + "unacked", tag) is not None
     assert db.zscore(prefix + "unacked_index", tag) >= before - 1
 
+
+
+async def test_a_message_restored_elsewhere_is_stale_and_never_settled_here(
+        broker: RedisBroker, prefix: str) -> None:
+    queue = f"q{uuid.uuid4().hex[:6]}"
+    taken: asyncio.Queue[Any] = asyncio.Queue()
+
+    async def hold(delivery: Any) -> None:
+        await taken.put(delivery)
+
+    await broker.set_prefetch(1)
+    await broker.consume(QueueSpec(queue, ExchangeSpec(""), queue), hold)
+    await broker.publish("", queue, message("t5"))
+    delivery = await asyncio.wait_for(taken.get(), 10)
+    # Another consumer's sweep takes it back (as after a stall past the timeout).
+    other = RedisBroker(parse(URL, {"global_keyprefix": prefix}, connect_timeout=5))
+    try:
+        assert await other.visibility._restore(delivery.tag) == 1
+    finally:
+        await other.close()
+    await broker.visibility.keep()
+    assert delivery.is_stale() and broker.unsettled == {}
+    # Acking the stale copy must not touch the restored one's bookkeeping; the
+    # freed slot takes the restored copy, which is settled normally.
+    assert await delivery.ack() is False
+    again = await asyncio.wait_for(taken.get(), 10)
+    assert again.tag == delivery.tag and again.redelivered and not again.is_stale()
+    db = redis.Redis.from_url(URL)
+    assert db.hexists(prefix + "unacked", again.tag)
+    assert await again.ack()
+    assert not db.hexists(prefix + "unacked", again.tag)

@@ -330,8 +330,16 @@ class RedisBroker(Broker):
         except Exception as exc:  # the handler must not stop consumption
             log.exception("delivery handler failed", queue=queue, error=repr(exc))
 
+    def forget(self, delivery: RedisDelivery) -> None:
+        """No longer ours to settle (restored by another consumer)."""
+        if self.unsettled.get(delivery.tag) is delivery:
+            del self.unsettled[delivery.tag]
+        self._wake.set()
+
     async def settle(self, delivery: RedisDelivery, requeue: bool) -> bool:
         """Ack (or drop) ``delivery``, or give it back to its queue when ``requeue``."""
+        if delivery.stale:
+            return False  # its tag now names the restored copy; leave that alone
         try:
             if requeue:
                 # To the head, as AMQP puts a requeued message back where it was (kombu's
@@ -352,8 +360,7 @@ class RedisBroker(Broker):
                 self.visibility.ack_later(delivery.tag)
             return False
         finally:
-            self.unsettled.pop(delivery.tag, None)
-            self._wake.set()
+            self.forget(delivery)
 
     async def restore(self, delivery: RedisDelivery, head: bool) -> bool:
         """Move ``delivery`` from ``unacked`` back to its queue, marked redelivered: to

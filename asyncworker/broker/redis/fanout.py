@@ -70,21 +70,27 @@ class FanoutListener:
                 await asyncio.wait_for(self.subscribed.wait(), 10)
 
     async def _listen(self) -> None:
-        pause = 0.0
+        # One line when the subscription drops and one when it is back: the
+        # attempts in between are the outage the fetch loop already reports.
+        failures = 0
         while True:
             pubsub = self.broker.redis().pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.psubscribe(*self.topics())
                 self.subscribed.set()
-                pause = 0.0
+                if failures:
+                    log.info("fanout subscription restored", attempts=failures)
+                failures = 0
                 while True:
                     message = await pubsub.get_message(timeout=30.0)
                     if message is not None:
                         self._dispatch(message)
             except CONNECTION_ERRORS as exc:
-                pause = min(max(pause * 2, 0.1), 10.0)
-                log.warning("fanout subscription lost; resubscribing", error=repr(exc),
-                            retry_in=pause)
+                if not failures:
+                    log.warning("fanout subscription lost (remote control and broadcasts "
+                                "sent meanwhile are missed); resubscribing", error=repr(exc))
+                pause = self.broker.outage.policy.delay(failures)
+                failures += 1
                 await asyncio.sleep(pause)
             finally:
                 with contextlib.suppress(Exception):

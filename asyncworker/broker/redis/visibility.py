@@ -103,7 +103,10 @@ class Visibility:
         self.unsent_acks.difference_update(unsent)
         for i, delivery in enumerate(held):
             if not replies[2 * i + 1] and not delivery.settled and not delivery.stale:
+                # Its slot is free again, and it is never settled from here: the
+                # entry now in ``unacked`` under its tag is another delivery's.
                 delivery.stale = True
+                self.broker.forget(delivery)
                 log.warning("message restored to its queue by another consumer (this one "
                             "stalled past visibility_timeout); it may run twice",
                             task_id=delivery.headers.get("id"), queue=delivery.queue)
