@@ -36,14 +36,11 @@ def create(settings: Settings, connection_name: str | None = None) -> Broker:
     if len(schemes) > 1:
         raise ImproperlyConfigured("broker_url: every URL of a failover list must use the "
                                    f"same transport, not {sorted(schemes)}")
-    if scheme in ("redis", "rediss"):
-        if len(every) > 1:
-            raise ImproperlyConfigured("broker_url: a failover list is not supported for "
-                                       "Redis (use one URL)")
+    if scheme in ("redis", "rediss", "sentinel"):
         from ..backoff import BackoffPolicy
         from .redis import RedisBroker, parse
 
-        return RedisBroker(parse(url, settings.broker_transport_options,
+        return RedisBroker(parse(every, settings.broker_transport_options,
                                  settings.broker_connection_timeout),
                            policy=BackoffPolicy.from_settings(settings))
     if scheme == "memory":

@@ -281,3 +281,45 @@ def test_events_and_broadcast_control_over_redis(
         finally:
             receiver.should_stop = True
             thread.join(10)
+
+
+@pytest.fixture
+def celery_redis_worker(queue_name: str, tmp_path: Any) -> Iterator[str]:
+    """A real Celery worker (solo pool) on Redis consuming this test's queue."""
+    env = dict(os.environ, CELERY_BROKER_URL=BROKER, CELERY_RESULT_BACKEND=RESULTS)
+    with open(tmp_path / "celery.log", "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "tests.apps.celery_worker:app", "worker",
+             "-P", "solo", "-Q", queue_name, "-n", f"cw-{queue_name}@%h", "--without-mingle",
+             "--without-gossip", "--without-heartbeat", "-l", "INFO"], cwd=REPO, env=env,
+            stdout=log, stderr=subprocess.STDOUT)
+        yield queue_name
+        proc.terminate()
+        proc.wait(30)
+
+
+async def test_our_producer_reaches_a_celery_worker_on_redis(celery_redis_worker: str) -> None:
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from asyncworker import App
+
+    producer = App("producer", broker_url=BROKER, result_backend=RESULTS)
+    try:
+        result = await producer.send_task(
+            "celery_side.describe", [1, Decimal("2.5"), datetime(2026, 1, 1, tzinfo=UTC)],
+            {"k": "v"}, queue=celery_redis_worker, countdown=0.1, priority=3,
+            headers={"x-custom": "kept"})
+        info = await result.get(timeout=60, interval=0.1)
+        assert info["args"] == [1, Decimal("2.5"), datetime(2026, 1, 1, tzinfo=UTC)]
+        assert info["kwargs"] == {"k": "v"}
+        assert info["delivery_info"]["routing_key"] == celery_redis_worker
+        assert info["eta"] is not None  # the countdown, as Celery reads it
+        failing = await producer.send_task("celery_side.fail", ["nope"],
+                                           queue=celery_redis_worker)
+        with pytest.raises(LookupError, match="nope"):
+            await failing.get(timeout=60, interval=0.1)
+    finally:
+        await producer.close()
+    db = redis.Redis.from_url(BROKER)
+    assert not [v for v in db.hvals("unacked") if celery_redis_worker.encode() in v]

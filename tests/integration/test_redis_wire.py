@@ -124,8 +124,8 @@ async def test_fetch_records_in_the_step_it_pops(broker: RedisBroker, prefix: st
     db = redis.Redis.from_url(URL)
     before = time.time()
     got = await broker._record([queue], None)
-    assert got is not None
-    source, raw, tag = got
+    assert len(got) == 1
+    source, raw, tag = got[0]
     assert source == queue and b"t4" in raw
     # Popped and recorded by one script: there is no moment with the message in
     # neither place.
@@ -164,3 +164,31 @@ async def test_a_message_restored_elsewhere_is_stale_and_never_settled_here(
     assert db.hexists(prefix + "unacked", again.tag)
     assert await again.ack()
     assert not db.hexists(prefix + "unacked", again.tag)
+
+
+async def test_queues_take_turns_and_priorities_go_first(broker: RedisBroker) -> None:
+    first, second = (f"q{uuid.uuid4().hex[:6]}" for _ in range(2))
+    for n in range(3):
+        await broker.publish("", first, message(f"a{n}"))
+        await broker.publish("", second, message(f"b{n}"))
+    await broker.publish("", second, message("urgent", priority=0))  # step 0, as the rest
+    await broker.publish("", first, message("late", priority=9))
+    order: list[str] = []
+
+    async def take(delivery: Any) -> None:
+        order.append(delivery.headers["id"])
+        await delivery.ack()
+
+    await broker.set_prefetch(1)  # one at a time: the order is the broker's
+    broker._held = -1  # no room until both queues are consumed
+    await broker.consume(QueueSpec(first, ExchangeSpec(""), first), take)
+    await broker.consume(QueueSpec(second, ExchangeSpec(""), second), take)
+    broker._held = 0
+    broker._wake.set()
+    for _ in range(100):
+        if len(order) == 8:
+            break
+        await asyncio.sleep(0.05)
+    # Round robin between the queues (kombu's fair cycle), step 9 after all of step 0.
+    assert order[:6] == ["a0", "b0", "a1", "b1", "a2", "b2"]
+    assert order[6:] == ["urgent", "late"]

@@ -174,3 +174,17 @@ def test_create_picks_redis_and_hides_the_password(url: str) -> None:
     assert "pw" not in broker.display_url and broker.can_park is False
     with pytest.raises(ImproperlyConfigured):
         create(Settings(broker_url=url, broker_transport_options={"nope": 1}))
+
+
+def test_sentinel_urls_name_the_sentinels_and_need_a_master_name() -> None:
+    options = parse(["sentinel://:pw@s1:26380/4", "sentinel://s2"], {"master_name": "m"}, 4.0)
+    assert options.sentinels == (("s1", 26380), ("s2", 26379))
+    assert options.db == 4 and options.client["password"] == "pw"
+    assert options.keys.topic("celery.pidbox") == "/4.celery.pidbox"
+    with pytest.raises(ImproperlyConfigured, match="master_name"):
+        parse("sentinel://s1:26379", {}, 4.0)
+    with pytest.raises(ImproperlyConfigured, match="failover list"):
+        parse(["redis://a", "redis://b"], {}, 4.0)
+    broker = create(Settings(broker_url="sentinel://:pw@s1;sentinel://s2",
+                             broker_transport_options={"master_name": "m"}))
+    assert isinstance(broker, RedisBroker) and "pw" not in broker.display_url

@@ -1,4 +1,8 @@
-"""Redis as the broker, in kombu's Redis transport format (``redis://``, ``rediss://``).
+"""Redis as the broker, in kombu's Redis transport format.
+
+``redis://`` and ``rediss://`` name one server; ``sentinel://`` URLs (joined
+by ``;``) name the sentinels of a master (``master_name`` option), as kombu
+reads them.
 
 A Celery client configured with ``broker_url = "redis://..."`` is served
 unchanged, and Celery workers can consume the same queues: messages are

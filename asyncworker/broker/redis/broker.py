@@ -22,6 +22,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
+from redis.asyncio.sentinel import Sentinel
 
 from ...backoff import BackoffPolicy, Outage
 from ...logging import get_logger
@@ -43,6 +44,11 @@ log = get_logger("broker")
 MIN_BINDING_TTL_MS = 3600 * 1000
 #: Seconds a blocking pop's reply may be late before the connection is taken as dead.
 BRPOP_GRACE = 10.0
+#: At most this many messages are taken per round trip (fewer when the
+#: prefetch window has less room).
+FETCH_BATCH = 16
+#: Seconds a command may wait for a free connection of the pool.
+POOL_WAIT = 30.0
 
 
 class RedisBroker(Broker):
@@ -72,15 +78,35 @@ class RedisBroker(Broker):
         self.fanout = FanoutListener(self)
         self.visibility = Visibility(self)
         self._scripts: dict[str, Any] = {}
+        self._acks: list[tuple[str, asyncio.Future[None]]] = []
+        self._ack_sender: asyncio.Task[None] | None = None
 
     # -- connection ------------------------------------------------------------
     def node_url(self) -> str:
         return self.options.url
 
     def redis(self) -> aioredis.Redis:
-        """The client (created on first use; redis-py connects lazily)."""
+        """The client (created on first use; redis-py connects lazily).
+
+        Its pool waits for a free connection rather than failing: a burst of
+        acks and publishes from hundreds of tasks must queue, not error.
+        """
+        if self.client is None and self.options.sentinels:
+            # The sentinels name the master; redis-py reconnects to the new one
+            # after a failover (a command on the old one fails: an outage here).
+            manager = Sentinel(  # type: ignore[no-untyped-call]
+                list(self.options.sentinels),
+                min_other_sentinels=self.options.min_other_sentinels,
+                sentinel_kwargs=self.options.sentinel_kwargs, **self.options.client)
+            assert self.options.master_name is not None
+            self.client = manager.master_for(self.options.master_name,
+                                             redis_class=aioredis.Redis)
         if self.client is None:
-            self.client = aioredis.Redis.from_url(self.options.url, **self.options.client)
+            pool = aioredis.BlockingConnectionPool.from_url(
+                self.options.url, max_connections=self.options.max_connections,
+                timeout=POOL_WAIT, **self.options.client)
+            self.client = aioredis.Redis(connection_pool=pool)
+        if not self._scripts:
             self._scripts = {name: self.client.register_script(text) for name, text in (
                 ("fetch", scripts.FETCH), ("restore", scripts.RESTORE),
                 ("bind", scripts.REFRESH_BINDING))}
@@ -133,6 +159,7 @@ class RedisBroker(Broker):
             with contextlib.suppress(*CONNECTION_ERRORS):
                 await self.client.aclose()
             self.client = None
+            self._scripts = {}
         self._up = False
 
     def is_connected(self) -> bool:
@@ -263,15 +290,21 @@ class RedisBroker(Broker):
                 log.error("could not take a message", error=repr(exc))
                 await asyncio.sleep(self.options.polling_interval)
                 continue
-            if got is not None:
-                await self._deliver(*got)
+            for message in got:
+                await self._deliver(*message)
 
-    async def _fetch(self, queues: list[str]) -> tuple[str, bytes, str] | None:
-        """The next message (recorded in ``unacked``), waiting up to
-        ``polling_interval`` for one; None when none came."""
+    def _batch(self) -> int:
+        """How many messages to take in one call: what the window has room for."""
+        if not self.window:
+            return FETCH_BATCH
+        return max(1, min(FETCH_BATCH, self.window + self._held - len(self.unsettled)))
+
+    async def _fetch(self, queues: list[str]) -> list[tuple[str, bytes, str]]:
+        """The next messages (recorded in ``unacked``), waiting up to
+        ``polling_interval`` for one when none is ready."""
         if self._popped is None:
-            got = await self._record(queues, None)
-            if got is not None or self._stopping:
+            got = await self._record(queues, None, self._batch())
+            if got or self._stopping:
                 return got
             # Bounded: a half-open connection (Redis gone without a FIN) must not
             # hold the consumer forever; the reply is due within the BRPOP timeout.
@@ -279,7 +312,7 @@ class RedisBroker(Broker):
                 popped = await self.redis().brpop(self.keys.fetch_order(queues),
                                                   timeout=self.options.polling_interval)
             if popped is None:
-                return None
+                return []
             key, item = popped
             self._popped = (_text(key), item.encode() if isinstance(item, str) else item)
         # The pop and the record are two steps here: keep the item until recorded.
@@ -287,23 +320,23 @@ class RedisBroker(Broker):
         self._popped = None
         return got
 
-    async def _record(self, queues: list[str],
-                      popped: tuple[str, bytes] | None) -> tuple[str, bytes, str] | None:
+    async def _record(self, queues: list[str], popped: tuple[str, bytes] | None,
+                      count: int = 1) -> list[tuple[str, bytes, str]]:
+        """Pop up to ``count`` messages of ``queues`` (or take ``popped``) and
+        record them in ``unacked``, in one step."""
         if popped is None:
             order = self.keys.fetch_order(queues)
             names = [self.keys.queue_of(key) for key in order]
-            args: list[Any] = [time.time(), str(uuid.uuid4()), "", "", *names]
+            args: list[Any] = [time.time(), str(uuid.uuid4()), "", "", count, *names]
         else:
             order = []
-            args = [time.time(), str(uuid.uuid4()), popped[1], popped[0],
+            args = [time.time(), str(uuid.uuid4()), popped[1], popped[0], 1,
                     self.keys.queue_of(popped[0])]
         reply = await self.script("fetch")(
             keys=[self.keys.unacked, self.keys.unacked_index, *order], args=args,
             client=self.redis())
-        if not reply:
-            return None
-        source, raw, tag = reply
-        return self.keys.queue_of(_text(source)), bytes(raw), _text(tag)
+        return [(self.keys.queue_of(_text(reply[i])), bytes(reply[i + 1]), _text(reply[i + 2]))
+                for i in range(0, len(reply or ()), 3)]
 
     async def _deliver(self, queue: str, raw: bytes, tag: str) -> None:
         self.cycle.rotate(queue)
@@ -347,10 +380,7 @@ class RedisBroker(Broker):
                 # runs next, not after everything queued since.
                 await self.restore(delivery, head=True)
             else:
-                async with self.redis().pipeline(transaction=True) as pipe:
-                    pipe.zrem(self.keys.unacked_index, delivery.tag)
-                    pipe.hdel(self.keys.unacked, delivery.tag)
-                    await pipe.execute()
+                await self._ack(delivery.tag)
             return True
         except CONNECTION_ERRORS as exc:
             log.warning("could not settle message; it is restored after the visibility "
@@ -361,6 +391,33 @@ class RedisBroker(Broker):
             return False
         finally:
             self.forget(delivery)
+
+    async def _ack(self, tag: str) -> None:
+        """Remove ``tag`` from ``unacked``: acks that come while a batch is being
+        sent go together in the next one (one round trip for many tasks)."""
+        done = asyncio.get_running_loop().create_future()
+        self._acks.append((tag, done))
+        if self._ack_sender is None or self._ack_sender.done():
+            self._ack_sender = asyncio.create_task(self._send_acks())
+        await done
+
+    async def _send_acks(self) -> None:
+        while self._acks:
+            batch, self._acks = self._acks, []
+            try:
+                async with self.redis().pipeline(transaction=False) as pipe:
+                    for tag, _ in batch:
+                        pipe.zrem(self.keys.unacked_index, tag)
+                        pipe.hdel(self.keys.unacked, tag)
+                    await pipe.execute()
+            except Exception as exc:
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+            else:
+                for _, done in batch:
+                    if not done.done():
+                        done.set_result(None)
 
     async def restore(self, delivery: RedisDelivery, head: bool) -> bool:
         """Move ``delivery`` from ``unacked`` back to its queue, marked redelivered: to
@@ -430,9 +487,9 @@ class RedisBroker(Broker):
     # -- inspection ------------------------------------------------------------
     async def get(self, queue: str) -> Delivery | None:
         got = await self._record([queue], None)
-        if got is None:
+        if not got:
             return None
-        _, raw, tag = got
+        _, raw, tag = got[0]
         try:
             envelope = envelopes.decode(raw, fallback_tag=tag)
             envelope.delivery_tag = tag

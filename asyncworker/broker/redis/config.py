@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from ...exceptions import ImproperlyConfigured
 from .. import options as transport_options
@@ -35,8 +35,13 @@ KNOWN: dict[str, Any] = {
     "socket_connect_timeout": None,
     "socket_keepalive": None,
     "health_check_interval": 25,
-    "max_connections": None,
+    "max_connections": 32,
     "client_name": None,
+    # sentinel:// only (kombu's names): the monitored master, and how to reach
+    # the sentinels themselves.
+    "master_name": None,
+    "min_other_sentinels": 0,
+    "sentinel_kwargs": None,
 }
 
 
@@ -53,7 +58,13 @@ class RedisOptions:
     mutex_expire: float
     restore_interval: float
     restore_limit: int
+    max_connections: int
     client: dict[str, Any]
+    #: sentinel://: the sentinels' (host, port), and the master they monitor.
+    sentinels: tuple[tuple[str, int], ...] = ()
+    master_name: str | None = None
+    min_other_sentinels: int = 0
+    sentinel_kwargs: dict[str, Any] | None = None
 
     @property
     def refresh_interval(self) -> float:
@@ -62,14 +73,28 @@ class RedisOptions:
         return max(0.2, min(self.visibility_timeout / 4, 60.0))
 
 
-def parse(url: str, options: dict[str, Any], connect_timeout: float) -> RedisOptions:
-    """``url`` (``redis://``, ``rediss://``) and the transport options, checked."""
+def parse(url: str | list[str], options: dict[str, Any],
+          connect_timeout: float) -> RedisOptions:
+    """``url`` (``redis://``, ``rediss://``, or the ``sentinel://`` URLs of the
+    sentinels, ``;``-joined or a list) and the transport options, checked."""
     merged = transport_options.read(options, KNOWN, "redis")
-    parts = urlsplit(url)
+    every = [url] if isinstance(url, str) else list(url)
+    parts = urlsplit(every[0])
     scheme = parts.scheme.split("+")[-1]
-    if scheme not in ("redis", "rediss"):
-        raise ImproperlyConfigured(f"the redis transport takes redis:// or rediss://, not "
-                                   f"{scheme}://")
+    if scheme not in ("redis", "rediss", "sentinel"):
+        raise ImproperlyConfigured(f"the redis transport takes redis://, rediss:// or "
+                                   f"sentinel://, not {scheme}://")
+    if len(every) > 1 and scheme != "sentinel":
+        raise ImproperlyConfigured("broker_url: a failover list is not supported for Redis "
+                                   "(use one URL, or sentinel:// URLs)")
+    sentinels: list[tuple[str, int]] = []
+    if scheme == "sentinel":
+        if not merged["master_name"]:
+            raise ImproperlyConfigured("broker_transport_options: sentinel:// needs "
+                                       "master_name (the master the sentinels monitor)")
+        for each in every:
+            node = urlsplit(each)
+            sentinels.append((node.hostname or "localhost", node.port or 26379))
     db = _db(parts.path)
     steps = merged["priority_steps"]
     if (not isinstance(steps, (list, tuple)) or not steps
@@ -103,10 +128,14 @@ def parse(url: str, options: dict[str, Any], connect_timeout: float) -> RedisOpt
         "health_check_interval": merged["health_check_interval"],
         "client_name": merged["client_name"],
     }
-    if merged["max_connections"] is not None:
-        client["max_connections"] = int(merged["max_connections"])
+    if scheme == "sentinel":
+        client["db"] = db
+        if parts.username:
+            client["username"] = unquote(parts.username)
+        if parts.password:
+            client["password"] = unquote(parts.password)
     return RedisOptions(
-        url=url, db=db,
+        url=";".join(every), db=db,
         keys=Keys.build(db, prefix=str(merged["global_keyprefix"] or ""),
                         sep=str(merged["sep"]), steps=steps, fanout_prefix=fanout,
                         fanout_patterns=bool(merged["fanout_patterns"])),
@@ -116,7 +145,11 @@ def parse(url: str, options: dict[str, Any], connect_timeout: float) -> RedisOpt
         mutex_expire=float(merged["unacked_mutex_expire"]),
         restore_interval=float(merged["unacked_restore_interval"]),
         restore_limit=int(merged["unacked_restore_limit"]),
+        max_connections=max(4, int(merged["max_connections"])),
         client={k: v for k, v in client.items() if v is not None},
+        sentinels=tuple(sentinels), master_name=merged["master_name"],
+        min_other_sentinels=int(merged["min_other_sentinels"]),
+        sentinel_kwargs=merged["sentinel_kwargs"],
     )
 
 

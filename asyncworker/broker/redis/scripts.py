@@ -17,43 +17,51 @@ the time of delivery (Unix seconds).
 from __future__ import annotations
 
 #: KEYS: unacked, unacked_index, lists to pop from (in order).
-#: ARGV: now, fallback tag, an item already popped ('' to pop), the list it came
-#: from, then the queue name of each list (of the given list, for an item).
-#: Returns {list, item as popped, tag} or nil when every list is empty.
+#: ARGV: now, prefix of fallback tags, an item already popped ('' to pop), the
+#: list it came from, how many to pop, then the queue name of each list (of the
+#: given list, for an item). Each pop scans the lists from the first, so a batch
+#: keeps priority order exactly.
+#: Returns {list, item as popped, tag, ...}: empty when every list is empty.
 FETCH = """
-local item = ARGV[3]
-local src = ARGV[4]
-local queue = ARGV[5]
-if item == '' then
-  item = nil
+local function record(item, queue, fallback)
+  local tag, ex, rk = fallback, '', ''
+  local ok, msg = pcall(cjson.decode, item)
+  local entry
+  if ok and type(msg) == 'table' and type(msg['properties']) == 'table' then
+    local p = msg['properties']
+    if type(p['delivery_tag']) == 'string' and p['delivery_tag'] ~= '' then
+      tag = p['delivery_tag']
+    end
+    local info = p['delivery_info']
+    if type(info) == 'table' then
+      if type(info['exchange']) == 'string' then ex = info['exchange'] end
+      if type(info['routing_key']) == 'string' then rk = info['routing_key'] end
+    end
+    entry = '[' .. item .. ',' .. cjson.encode(ex) .. ',' .. cjson.encode(rk) .. ']'
+  else
+    -- Not an envelope: kept as a JSON string, routed back to the list's queue.
+    entry = '[' .. cjson.encode(item) .. ',"",' .. cjson.encode(queue) .. ']'
+  end
+  redis.call('ZADD', KEYS[2], ARGV[1], tag)
+  redis.call('HSET', KEYS[1], tag, entry)
+  return tag
+end
+if ARGV[3] ~= '' then
+  return {ARGV[4], ARGV[3], record(ARGV[3], ARGV[6], ARGV[2])}
+end
+local out = {}
+for n = 1, tonumber(ARGV[5]) do
+  local item, src, queue
   for i = 3, #KEYS do
     item = redis.call('RPOP', KEYS[i])
-    if item then src = KEYS[i]; queue = ARGV[i + 2]; break end
+    if item then src = KEYS[i]; queue = ARGV[i + 3]; break end
   end
-  if not item then return nil end
+  if not item then break end
+  out[#out + 1] = src
+  out[#out + 1] = item
+  out[#out + 1] = record(item, queue, ARGV[2] .. ':' .. n)
 end
-local raw = item
-local tag, ex, rk = ARGV[2], '', ''
-local ok, msg = pcall(cjson.decode, item)
-local parsed = ok and type(msg) == 'table' and type(msg['properties']) == 'table'
-if parsed then
-  local p = msg['properties']
-  if type(p['delivery_tag']) == 'string' and p['delivery_tag'] ~= '' then
-    tag = p['delivery_tag']
-  end
-  local info = p['delivery_info']
-  if type(info) == 'table' then
-    if type(info['exchange']) == 'string' then ex = info['exchange'] end
-    if type(info['routing_key']) == 'string' then rk = info['routing_key'] end
-  end
-  item = '[' .. item .. ',' .. cjson.encode(ex) .. ',' .. cjson.encode(rk) .. ']'
-else
-  -- Not an envelope: kept as a JSON string, routed back to the list's queue.
-  item = '[' .. cjson.encode(item) .. ',"",' .. cjson.encode(queue) .. ']'
-end
-redis.call('ZADD', KEYS[2], ARGV[1], tag)
-redis.call('HSET', KEYS[1], tag, item)
-return {src, raw, tag}
+return out
 """
 
 #: KEYS: unacked, unacked_index, lists to push to.

@@ -66,7 +66,9 @@ class Visibility:
                 await task
 
     def ack_later(self, tag: str) -> None:
+        """Send this ack again at the next step (it is restored otherwise)."""
         self.unsent_acks.add(tag)
+        self._nudge.set()
 
     def flush_soon(self) -> None:
         """Redis is back: refresh and resend acks now, not at the next tick."""
