@@ -3,11 +3,15 @@ tasks counted, for asyncworker and for a Celery prefork worker, in both ack mode
 
     python -m bench.chaos                    # every fault, both workers, both ack modes
     python -m bench.chaos --workers asyncworker --acks late --faults worker-kill-9
+    python -m bench.chaos --broker redis     # Redis as the broker: its own faults
 
 Everything runs against a private RabbitMQ, PostgreSQL and Redis on loopback
-(``tests.private_services``), so the faults can kill them. The table goes to
-``bench/results/chaos.md`` and ``chaos.json`` (``--out`` elsewhere). The tests in
-``tests/chaos`` run the same scenarios through :meth:`Chaos.run`.
+(``tests.private_services``), so the faults can kill them. With ``--broker
+redis`` the broker is one more private Redis, persisted on every write, and the
+faults that apply to it run (each fault names its brokers). The table goes to
+``bench/results/chaos.md`` and ``chaos.json`` (``chaos-redis`` for Redis;
+``--out`` elsewhere). The tests in ``tests/chaos`` run the same scenarios
+through :meth:`Chaos.run`.
 
 One scenario: a real Celery client publishes ``--tasks`` short I/O tasks to a
 queue of their own (with publisher confirms); a worker starts and works through
@@ -26,7 +30,17 @@ task appends ``start`` and ``done`` records with timestamps to a Redis list
   by its start;
 * in flight: those, and tasks that finished less than ``GRACE`` seconds before
   the fault (their result and ack may still have been on the way). A fault can
-  only lose or run twice a task in flight.
+  only lose or run twice a task in flight;
+* dead-lettered: messages in the queue's dead-letter list at the end (Redis: the
+  malformed envelopes the fault pushed);
+* left in queue: messages still waiting or unacked when the run gave up (a lost
+  task among them was not run, rather than dropped).
+
+On Redis a delivered message waits in kombu's ``unacked`` hash until acked; a
+killed worker's messages come back once they are older than the
+``visibility_timeout``, lowered to :data:`VISIBILITY_TIMEOUT` here so that
+happens within the run (Celery's worker also gets ``unacked_restore_interval``
+and ``unacked_restore_throttle`` of 1, or it would look only every 100 s).
 """
 
 from __future__ import annotations
@@ -51,7 +65,7 @@ from typing import Any
 import psycopg2
 import redis
 
-from tests.private_services import REPO, PrivateServices
+from tests.private_services import REPO, PrivateRedis, PrivateServices
 
 RESULTS = REPO / "bench" / "results"
 # A task that ended this long before the fault may not have stored its result or
@@ -60,6 +74,11 @@ GRACE = 0.5
 # How long the broker stays stopped (stop_app) and PostgreSQL stays down.
 BROKER_DOWN_S = 3.0
 PG_DOWN_S = 10.0
+# Redis broker: seconds before an unacked message goes back to its queue.
+VISIBILITY_TIMEOUT = 10
+BROKERS = ("amqp", "redis")
+DEAD_LETTER_SUFFIX = ".dlq"  # task_dead_letter_suffix's default
+REASON_HEADER = "x-asyncworker-reason"
 
 
 @dataclass
@@ -70,21 +89,29 @@ class Outcome:
     acks: str
     fault: str
     sent: int
+    broker: str = "amqp"
     lost: list[str] = field(default_factory=list)
     duplicated: list[str] = field(default_factory=list)
     rerun: list[str] = field(default_factory=list)
     in_flight: list[str] = field(default_factory=list)
     running: list[str] = field(default_factory=list)
     failed: int = 0
+    dead_lettered: int = 0
+    #: Each dead letter's ``x-asyncworker-reason`` header ("" where it has none).
+    dead_letter_reasons: list[str] = field(default_factory=list)
+    left_in_queue: int | None = 0
     seconds: float = 0.0
 
     def summary(self) -> dict[str, Any]:
         """The counts, without the id lists."""
-        return {"worker": self.worker, "acks": self.acks, "fault": self.fault,
-                "sent": self.sent, "lost": len(self.lost), "duplicated": len(self.duplicated),
+        return {"broker": self.broker, "worker": self.worker, "acks": self.acks,
+                "fault": self.fault, "sent": self.sent, "lost": len(self.lost),
+                "duplicated": len(self.duplicated),
                 "rerun": len(self.rerun), "in_flight": len(self.in_flight),
                 "running": len(self.running),
-                "failed": self.failed, "seconds": round(self.seconds, 1)}
+                "failed": self.failed, "dead_lettered": self.dead_lettered,
+                "left_in_queue": self.left_in_queue,
+                "seconds": round(self.seconds, 1)}
 
 
 def _pg_bin() -> Path:
@@ -92,14 +119,119 @@ def _pg_bin() -> Path:
                   key=lambda p: int(p.parent.name))[-1]
 
 
+class RabbitBroker:
+    """The private set's RabbitMQ as the broker."""
+
+    name = "amqp"
+
+    def __init__(self, services: PrivateServices) -> None:
+        self.services = services
+        self.url = services.broker_url
+        # Publisher confirms: RabbitMQ only keeps, across its own crash, messages it
+        # has confirmed (without them a kill -9 drops a busy queue's unsynced tail,
+        # whatever the worker does).
+        self.client_options: dict[str, Any] = {"confirm_publish": True}
+
+    def worker_options(self, kind: str) -> dict[str, Any]:
+        """``broker_transport_options`` for a ``kind`` worker."""
+        return {}
+
+    def queue_messages(self, queue: str) -> int | None:
+        """Ready plus unacknowledged messages in ``queue``; None if the broker is away
+        or has not recovered the queue yet."""
+        try:
+            listing = self.services.rabbitmqctl("-q", "list_queues", "name", "messages")
+        except subprocess.SubprocessError:
+            return None
+        for line in listing.splitlines():
+            name, _, count = line.partition("\t")
+            if name == queue:
+                return int(count)
+        return None
+
+    def dead_letter_reasons(self, queue: str) -> list[str]:
+        return []  # no fault here sends any
+
+    def close(self) -> None:
+        pass
+
+
+class RedisBroker:
+    """A private, durable Redis (:class:`PrivateRedis`) as the broker, in kombu's
+    layout: a list per queue (and per priority step), delivered messages in the
+    ``unacked`` hash until acked."""
+
+    name = "redis"
+    #: kombu's default priority steps and separator: a queue's lists are ``queue`` and
+    #: ``queue<SEP><step>`` for each step above 0.
+    PRIORITY_LISTS = ("", "\x06\x163", "\x06\x166", "\x06\x169")
+
+    def __init__(self, server: PrivateRedis) -> None:
+        self.server = server
+        self.url = server.url
+        self.client_options: dict[str, Any] = {"visibility_timeout": VISIBILITY_TIMEOUT}
+        self.redis = redis.Redis.from_url(server.url, socket_timeout=5)
+
+    def worker_options(self, kind: str) -> dict[str, Any]:
+        """``broker_transport_options`` for a ``kind`` worker."""
+        options: dict[str, Any] = {"visibility_timeout": VISIBILITY_TIMEOUT}
+        if kind == "celery":
+            # Without these kombu sweeps the unacked hash every 100 s only.
+            options.update(unacked_restore_interval=1, unacked_restore_throttle=1)
+        return options
+
+    def queue_messages(self, queue: str) -> int | None:
+        """Waiting plus delivered-and-unacked messages of ``queue``; None while Redis
+        is away."""
+        try:
+            waiting = sum(int(self.redis.llen(queue + suffix))
+                          for suffix in self.PRIORITY_LISTS)
+            unacked = self.redis.hvals("unacked")
+        except redis.RedisError:
+            return None
+        mine = [raw for raw in unacked if _unacked_queue(raw) in (queue, None)]
+        return waiting + len(mine)
+
+    def dead_letter_reasons(self, queue: str) -> list[str]:
+        """The reason of each message in ``queue``'s dead-letter list (kombu
+        envelopes whose headers carry ``x-asyncworker-reason``)."""
+        reasons = []
+        for raw in self.redis.lrange(queue + DEAD_LETTER_SUFFIX, 0, -1):
+            try:
+                reasons.append(str(json.loads(raw)["headers"].get(REASON_HEADER, "")))
+            except (ValueError, LookupError, TypeError, AttributeError):
+                reasons.append("")
+        return reasons
+
+    def push_raw(self, queue: str, payload: bytes) -> None:
+        """Put ``payload`` at the head of ``queue``'s line (kombu pushes with LPUSH
+        and pops from the right), so it is delivered next."""
+        self.redis.rpush(queue, payload)
+
+    def close(self) -> None:
+        self.redis.close()
+
+
+def _unacked_queue(raw: bytes | str) -> str | None:
+    """The routing key (the queue, as Celery's client routes) of an ``unacked``
+    entry, ``[message, exchange, routing key]``; None if it cannot be read."""
+    try:
+        return str(json.loads(raw)[2])
+    except (ValueError, LookupError, TypeError):
+        return None
+
+
+ChaosBroker = RabbitBroker | RedisBroker
+
+
 class Worker:
     """An asyncworker or Celery prefork worker in a process group of its own
     (so ``kill -9`` takes the prefork children too, as a container's death does)."""
 
     def __init__(self, kind: str, queue: str, concurrency: int, services: PrivateServices,
-                 logs: Path) -> None:
+                 logs: Path, broker: ChaosBroker) -> None:
         self.kind, self.queue, self.concurrency = kind, queue, concurrency
-        self.services, self.logs = services, logs
+        self.services, self.logs, self.broker = services, logs, broker
         self.started = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = logs
@@ -109,13 +241,15 @@ class Worker:
                if not k.startswith(("ASYNCWORKER_", "CELERY_"))}
         env.update(PYTHONUNBUFFERED="1", CHAOS_REDIS_URL=self.services.redis_url)
         name = f"chaos-{self.queue}@localhost"
+        options = json.dumps(self.broker.worker_options(self.kind))
         if self.kind == "asyncworker":
-            env.update(ASYNCWORKER_BROKER_URL=self.services.broker_url,
+            env.update(ASYNCWORKER_BROKER_URL=self.broker.url,
+                       ASYNCWORKER_BROKER_TRANSPORT_OPTIONS=options,
                        ASYNCWORKER_RESULT_BACKEND="db+" + self.services.pg_dsn,
                        ASYNCWORKER_WORKER_LOG_FORMAT="json")
             return [sys.executable, "-m", "asyncworker", "worker", "-A", "tests.apps.chaos:app",
                     "-Q", self.queue, "-c", str(self.concurrency), "-n", name], env
-        env.update(CELERY_BROKER_URL=self.services.broker_url,
+        env.update(CELERY_BROKER_URL=self.broker.url, CHAOS_TRANSPORT_OPTIONS=options,
                    CELERY_RESULT_BACKEND="db+postgresql+psycopg2://"
                    + self.services.pg_dsn.split("://", 1)[1])
         return [sys.executable, "-m", "celery", "-A", "tests.apps.chaos_celery:app", "worker",
@@ -218,6 +352,49 @@ def _kill_rabbit(run: Run) -> None:
     services.run("start")
 
 
+def _redis_broker(run: Run) -> RedisBroker:
+    broker = run.chaos.broker
+    assert isinstance(broker, RedisBroker), "a Redis fault needs the Redis broker"
+    return broker
+
+
+def _restart_redis(run: Run) -> None:
+    server = _redis_broker(run).server
+    server.stop()
+    server.start()
+
+
+def _kill_redis(run: Run) -> None:
+    server = _redis_broker(run).server
+    server.kill9()
+    server.start()
+
+
+#: What :func:`_push_malformed` puts on the queue: not JSON; an envelope whose body
+#: is not base64; an envelope with no ``headers`` (so no task name or id).
+MALFORMED = (
+    b"{not json",
+    json.dumps({"body": "%%% not base64 %%%", "content-encoding": "utf-8",
+                "content-type": "application/json", "headers": {"task": "chaos.late"},
+                "properties": {"body_encoding": "base64", "delivery_tag": "bad-b64",
+                               "delivery_info": {"exchange": "", "routing_key": ""},
+                               "priority": 0}}).encode(),
+    json.dumps({"body": "W1tdLCB7fSwge31d", "content-encoding": "utf-8",
+                "content-type": "application/json",
+                "properties": {"body_encoding": "base64", "delivery_tag": "no-headers",
+                               "delivery_info": {"exchange": "", "routing_key": ""},
+                               "priority": 0}}).encode(),
+)
+
+
+def _push_malformed(run: Run) -> None:
+    broker = _redis_broker(run)
+    for payload in MALFORMED:
+        broker.push_raw(run.worker.queue, payload)
+    # The fault lasts until the worker has moved past them: the next tasks run.
+    run.wait_progress(len(MALFORMED) + run.worker.concurrency * 4, timeout=30)
+
+
 def _stop_app(run: Run) -> None:
     run.chaos.services.rabbitmqctl("stop_app")
     time.sleep(BROKER_DOWN_S)  # the outage itself, not a wait for anything
@@ -249,6 +426,7 @@ class Fault:
     title: str
     inject: Callable[[Run], None]
     after: Callable[[Run], None] | None = None
+    brokers: tuple[str, ...] = BROKERS
 
 
 FAULTS: dict[str, Fault] = {f.name: f for f in (
@@ -256,9 +434,16 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
           _restart_worker_after_kill),
     Fault("worker-sigterm", "worker SIGTERM (warm shutdown), restarted", _term_worker,
           _restart_worker_after_kill),
-    Fault("rabbitmq-kill-9", "RabbitMQ `kill -9`, restarted", _kill_rabbit),
+    Fault("rabbitmq-kill-9", "RabbitMQ `kill -9`, restarted", _kill_rabbit,
+          brokers=("amqp",)),
     Fault("rabbitmq-stop-app", f"RabbitMQ `stop_app`, {BROKER_DOWN_S:g} s, `start_app`",
-          _stop_app),
+          _stop_app, brokers=("amqp",)),
+    Fault("redis-restart", "Redis `SHUTDOWN`, started again", _restart_redis,
+          brokers=("redis",)),
+    Fault("redis-kill-9", "Redis `kill -9` (append-only file, fsync always), restarted",
+          _kill_redis, brokers=("redis",)),
+    Fault("malformed-envelopes", "malformed envelopes pushed onto the queue's list "
+          "(not JSON, bad base64, no headers)", _push_malformed, brokers=("redis",)),
     Fault("pg-restart-fast-x10", "PostgreSQL `restart -m fast` ×10 in a row",
           _pg_restart("fast", 10)),
     Fault("pg-restart-immediate", "PostgreSQL `restart -m immediate`",
@@ -267,11 +452,20 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
 )}
 
 
-class Chaos:
-    """Scenarios against one private set of services."""
+def faults_for(broker: str) -> list[str]:
+    """The faults that apply with ``broker`` (``amqp`` or ``redis``)."""
+    return [name for name, spec in FAULTS.items() if broker in spec.brokers]
 
-    def __init__(self, services: PrivateServices, logs: Path) -> None:
+
+class Chaos:
+    """Scenarios against one private set of services and one broker (the set's
+    RabbitMQ, or a private Redis)."""
+
+    def __init__(self, services: PrivateServices, logs: Path,
+                 broker: ChaosBroker | None = None) -> None:
         self.services, self.logs = services, logs
+        self.broker: ChaosBroker = broker or RabbitBroker(services)
+        #: The tasks' run records: the set's own Redis, never faulted.
         self.redis = redis.Redis.from_url(services.redis_url)
 
     def pg_ctl(self, *args: str) -> None:
@@ -310,31 +504,15 @@ class Chaos:
         finally:
             conn.close()
 
-    def queue_messages(self, queue: str) -> int | None:
-        """Ready plus unacknowledged messages in ``queue``; None if the broker is away
-        or has not recovered the queue yet."""
-        try:
-            listing = self.services.rabbitmqctl("-q", "list_queues", "name", "messages")
-        except subprocess.SubprocessError:
-            return None
-        for line in listing.splitlines():
-            name, _, count = line.partition("\t")
-            if name == queue:
-                return int(count)
-        return None
-
     def publish(self, task: str, queue: str, key: str, tasks: int,
                 seconds: float) -> list[str]:
         """Send ``tasks`` tasks from a real Celery client, each confirmed by the broker."""
         from celery import Celery
 
-        client = Celery("chaos-client", broker=self.services.broker_url)
-        # Publisher confirms: RabbitMQ only keeps, across its own crash, messages it
-        # has confirmed (without them a kill -9 drops a busy queue's unsynced tail,
-        # whatever the worker does).
+        client = Celery("chaos-client", broker=self.broker.url)
         client.conf.update(task_serializer="json", accept_content=["json"],
                            broker_connection_retry_on_startup=True,
-                           broker_transport_options={"confirm_publish": True})
+                           broker_transport_options=self.broker.client_options)
         try:
             return [client.send_task(task, [key, seconds], queue=queue).id
                     for _ in range(tasks)]
@@ -351,7 +529,7 @@ class Chaos:
             if now is not None:
                 statuses = now
                 snapshot = (sum(s == "SUCCESS" for s in statuses.values()),
-                            self.redis.llen(key), self.queue_messages(queue))
+                            self.redis.llen(key), self.broker.queue_messages(queue))
                 if snapshot[2] == 0 and snapshot == previous:
                     break
                 previous = snapshot
@@ -361,11 +539,13 @@ class Chaos:
     def run(self, kind: str, acks: str, fault: str, tasks: int = 300, concurrency: int = 4,
             seconds: float = 0.05, settle_timeout: float = 120) -> Outcome:
         """One scenario: ``kind`` is ``asyncworker`` or ``celery``, ``acks`` ``early``
-        or ``late``, ``fault`` a key of :data:`FAULTS`."""
+        or ``late``, ``fault`` a key of :data:`FAULTS` that applies to the broker."""
         spec = FAULTS[fault]
+        if self.broker.name not in spec.brokers:
+            raise ValueError(f"fault {fault} does not apply to the {self.broker.name} broker")
         queue = f"chaos.{uuid.uuid4().hex[:10]}"
         key = f"chaos:{queue}"
-        worker = Worker(kind, queue, concurrency, self.services, self.logs)
+        worker = Worker(kind, queue, concurrency, self.services, self.logs, self.broker)
         run = Run(self, worker, key)
         begun = time.monotonic()
         # The backlog first, so the fault meets tasks running and tasks waiting.
@@ -382,8 +562,13 @@ class Chaos:
             statuses = self.settle(queue, key, ids, settle_timeout)
         finally:
             worker.terminate()
-        return tally(kind, acks, fault, ids, statuses, self.records(key),
-                      fault_start, fault_end, time.monotonic() - begun)
+        outcome = tally(kind, acks, fault, ids, statuses, self.records(key),
+                        fault_start, fault_end, time.monotonic() - begun)
+        outcome.broker = self.broker.name
+        outcome.dead_letter_reasons = self.broker.dead_letter_reasons(queue)
+        outcome.dead_lettered = len(outcome.dead_letter_reasons)
+        outcome.left_in_queue = self.broker.queue_messages(queue)
+        return outcome
 
 
 def tally(kind: str, acks: str, fault: str, ids: list[str], statuses: dict[str, str],
@@ -409,21 +594,33 @@ def tally(kind: str, acks: str, fault: str, ids: list[str], statuses: dict[str, 
 
 
 @contextlib.contextmanager
-def private_chaos() -> Iterator[Chaos]:
-    """A private set of services, started, with a :class:`Chaos` on it; stopped and
-    removed afterwards."""
+def private_chaos(broker: str = "amqp") -> Iterator[Chaos]:
+    """A private set of services (and for ``broker="redis"`` a private durable Redis
+    as the broker), started, with a :class:`Chaos` on it; stopped and removed
+    afterwards."""
+    if broker not in BROKERS:
+        raise ValueError(f"broker must be one of {BROKERS}, not {broker!r}")
     # Not under pytest's tmp_path: its directories are private to their owner, and
     # PostgreSQL runs as another user.
     tmp = Path(tempfile.mkdtemp(prefix="asyncworker-chaos-"))
     tmp.chmod(0o755)
     services = PrivateServices(tmp / "services")
+    server = PrivateRedis(tmp / "broker-redis") if broker == "redis" else None
     (tmp / "logs").mkdir()
+    chaos: Chaos | None = None
     try:
         services.start()
-        chaos = Chaos(services, tmp / "logs")
+        if server is not None:
+            server.start()
+        chaos = Chaos(services, tmp / "logs",
+                      RedisBroker(server) if server is not None else None)
         chaos.durable_commits()
         yield chaos
     finally:
+        if chaos is not None:
+            chaos.broker.close()
+        if server is not None:
+            server.stop()
         services.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -434,7 +631,8 @@ def markdown(outcomes: Sequence[Outcome], command: str, commit: str) -> str:
     workers = [w for w in ("asyncworker", "celery") if any(o.worker == w for o in outcomes)]
     head = "| fault | acks | " + " | ".join(
         f"{w} lost | {w} dup | {w} re-run | {w} running" for w in workers) + " |"
-    lines = [f"Chaos run at commit {commit}: `{command}`", "",
+    brokers = sorted({o.broker for o in outcomes})
+    lines = [f"Chaos run at commit {commit}, broker {', '.join(brokers)}: `{command}`", "",
              "lost: no SUCCESS row; dup: completed twice; re-run: started twice "
              "(interrupted, then run again); running: started, not finished, at the fault.",
              "", head, "|" + "---|" * (2 + 4 * len(workers))]
@@ -449,6 +647,16 @@ def markdown(outcomes: Sequence[Outcome], command: str, commit: str) -> str:
                 lines.append(f"| {spec.title} | {acks} | " + " | ".join(cells) + " |")
     sent = sorted({o.sent for o in outcomes})
     lines += ["", f"Tasks per scenario: {', '.join(map(str, sent))}."]
+    dead = [f"{o.worker} ({o.acks} ack) {o.dead_lettered}" for o in outcomes
+            if o.fault == "malformed-envelopes"]
+    if dead:
+        lines.append(f"Dead-lettered of the {len(MALFORMED)} malformed envelopes: "
+                     + ", ".join(dead) + ".")
+    stuck = [f"{o.worker} ({o.fault}, {o.acks} ack) {o.left_in_queue}" for o in outcomes
+             if o.left_in_queue]
+    if stuck:
+        lines.append("Messages still in the queue when the run gave up: "
+                     + ", ".join(stuck) + ".")
     return "\n".join(lines) + "\n"
 
 
@@ -457,22 +665,28 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", default="asyncworker,celery")
     parser.add_argument("--acks", default="early,late")
-    parser.add_argument("--faults", default=",".join(FAULTS))
+    parser.add_argument("--broker", choices=BROKERS, default="amqp")
+    parser.add_argument("--faults", default=None,
+                        help="comma-separated (default: every fault that applies to --broker)")
     parser.add_argument("--tasks", type=int, default=400)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=0.05, help="each task's sleep")
-    parser.add_argument("--out", type=Path, default=RESULTS / "chaos",
-                        help="writes OUT.md and OUT.json")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="writes OUT.md and OUT.json (default bench/results/chaos, "
+                             "chaos-redis for --broker redis)")
     args = parser.parse_args(argv)
-    faults = args.faults.split(",")
-    unknown = set(faults) - set(FAULTS)
+    known = faults_for(args.broker)
+    faults = args.faults.split(",") if args.faults else known
+    unknown = set(faults) - set(known)
     if unknown:
-        parser.error(f"unknown faults {sorted(unknown)}; known: {', '.join(FAULTS)}")
+        parser.error(f"unknown faults for {args.broker} {sorted(unknown)}; "
+                     f"known: {', '.join(known)}")
+    out: Path = args.out or RESULTS / ("chaos" if args.broker == "amqp" else "chaos-redis")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
                             capture_output=True, text=True).stdout.strip() or "unknown"
     command = "python -m bench.chaos " + " ".join(argv if argv is not None else sys.argv[1:])
     outcomes: list[Outcome] = []
-    with private_chaos() as chaos:
+    with private_chaos(args.broker) as chaos:
         for fault in faults:
             for acks in args.acks.split(","):
                 for kind in args.workers.split(","):
@@ -480,9 +694,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                         concurrency=args.concurrency, seconds=args.seconds)
                     outcomes.append(outcome)
                     print(json.dumps(outcome.summary()), flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".md").write_text(markdown(outcomes, command.strip(), commit))
-    args.out.with_suffix(".json").write_text(json.dumps(
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".md").write_text(markdown(outcomes, command.strip(), commit))
+    out.with_suffix(".json").write_text(json.dumps(
         {"commit": commit, "command": command.strip(),
          "outcomes": [asdict(o) for o in outcomes]}, indent=1) + "\n")
     return 0

@@ -116,6 +116,27 @@ def _peer_lines(rows: list[dict[str, Any]], ours: dict[str, Any] | None) -> list
     return lines
 
 
+def _redis_broker_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """asyncworker on the Redis broker against Celery prefork on that same Redis, and
+    against itself on RabbitMQ."""
+    on_redis = [r for r in rows if r["config"].endswith(" redis-broker") and not r.get("cannot")]
+    prefork = [r for r in on_redis if r["config"].startswith("prefork") and r["throughput"]]
+    lines = []
+    for row in on_redis:
+        if row["kind"] != "asyncworker":
+            continue
+        parts = [f"{_ratio(row['throughput'], p['throughput'])} {p['config']}'s"
+                 for p in prefork]
+        amqp = next((r for r in rows if r["config"] == row["config"].removesuffix(
+            " redis-broker") and r["throughput"]), None)
+        if amqp:
+            parts.append(f"{_ratio(row['throughput'], amqp['throughput'], 2)} its own on "
+                         f"RabbitMQ ({amqp['config']})")
+        if parts:
+            lines.append(f"- **{row['config']}** tasks/s: " + "; ".join(parts) + ".")
+    return ["", *lines] if lines else []
+
+
 HEADER = ("| Worker | Tasks/s | Little's-law ideal | Speed-up | vs best peer | p50 ms | p95 ms "
           "| p99 ms | Peak RSS MB | Memory | CPU ms/task | Errors |")
 
@@ -154,6 +175,13 @@ def markdown(data: dict[str, Any]) -> str:
             "completion time, so each task returns its finish time, stored with the result. "
             "`asyncworker … redis` rows store results in that same Redis (asyncworker's Redis "
             "backend): against the peers, store for store.",
+            "",
+        ]
+    if any(r["config"].endswith(" redis-broker") for r in data["results"]):
+        lines += [
+            "`… redis-broker` rows take their tasks from Redis (kombu's list format, sent by "
+            "the same Celery client) instead of RabbitMQ, results still in PostgreSQL; their "
+            "latency phase is published by the bench process through that client.",
             "",
         ]
     if any(len(r.get("throughput_runs", [])) > 1 for r in data["results"]):
@@ -197,6 +225,7 @@ def markdown(data: dict[str, Any]) -> str:
                 f"| {_fmt(r['peak_rss_mb'])} | {memory} "
                 f"| {_with_spread(r, 'cpu_ms_per_task', 2)} | {r['errors']} |")
         lines += _peer_lines(rows, ours)
+        lines += _redis_broker_lines(rows)
         notes = [f"{r['config']}: {n}" for r in rows for n in r["notes"]]
         if notes:
             lines += ["", *[f"- {n}" for n in notes]]

@@ -30,6 +30,11 @@ has two phases:
 
 Peak RSS is summed over the worker's whole process tree, sampled every 100 ms.
 
+Rows labelled ``redis-broker`` (noop and sleep: asyncworker, and Celery prefork)
+take their tasks from Redis instead (database 10, or ``BENCH_REDIS_BROKER_URL``,
+emptied per run, kombu's list format), results still in PostgreSQL; their
+latency phase publishes from the bench process through the Celery client.
+
 The asyncio peers, aio-celery and taskiq, get rows of their own at asyncworker's
 concurrency (``--configs aio-celery,taskiq``); their results live in Redis (database
 14, or ``BENCH_REDIS_URL``), which each of their runs empties: see :mod:`bench.peers`.
@@ -67,6 +72,9 @@ if TYPE_CHECKING:
 
 REPO = Path(__file__).resolve().parents[1]
 BROKER = os.environ.get("BENCH_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
+REDIS_BROKER = os.environ.get("BENCH_REDIS_BROKER_URL", "redis://127.0.0.1:6379/10")
+#: Workloads with Redis-broker rows (all of them in a full run; noop alone with --quick).
+REDIS_BROKER_WORKLOADS = ("noop", "sleep")
 DSN = os.environ.get("BENCH_DSN",
                      "postgresql://asyncworker:asyncworker@127.0.0.1:5432/asyncworker_bench")
 QUEUE = "bench"
@@ -93,6 +101,11 @@ class Config:
     twin_of: str = ""  # for a baseline row: the label of the same set-up on this tree
     processes: int = 1  # asyncworker's --processes
     results: str = ""  # "redis": results in the peers' Redis store instead of PostgreSQL
+    broker: str = ""  # "redis": tasks through REDIS_BROKER instead of RabbitMQ
+
+    @property
+    def broker_url(self) -> str:
+        return REDIS_BROKER if self.broker == "redis" else BROKER
 
 
 @dataclass(frozen=True)
@@ -155,6 +168,13 @@ def configs_for(workload: Workload, quick: bool) -> list[Config]:
                 Config(f"gevent -c {c}", "celery", c, "gevent"),
                 Config(f"gevent -c {c} tuned", "celery", c, "gevent", tuned=True)]
     out.append(Config("threads -c 100", "celery", 100, "threads"))
+    if workload.name in REDIS_BROKER_WORKLOADS and (not quick or workload.name == "noop"):
+        # The same pair on the other broker Celery users pick.
+        out += [Config(f"asyncworker -c {c} redis-broker", "asyncworker", c, broker="redis"),
+                Config("prefork -c 2 redis-broker", "celery", 2, "prefork", broker="redis")]
+        if not quick:
+            out.append(Config("prefork -c 8 redis-broker", "celery", 8, "prefork",
+                              broker="redis"))
     return out
 
 
@@ -184,9 +204,11 @@ def plan(chosen: list[Workload], quick: bool, wanted: list[str], commit: str,
         configs = [c for c in configs_for(workload, quick) if selected(c, wanted)]
         ours = [c for c in configs if c.kind == "asyncworker"]
         if commit and workload.name in BASELINE_WORKLOADS:
-            # An older tree may not know --processes; the Redis rows compare with the peers.
+            # An older tree may not know --processes or Redis; the Redis rows compare with
+            # the peers and with prefork on Redis.
             ours = [twin for c in ours for twin in (
-                (c, baseline_twin(c, commit)) if c.processes == 1 and not c.results else (c,))]
+                (c, baseline_twin(c, commit))
+                if c.processes == 1 and not c.results and not c.broker else (c,))]
         steps += [(c, workload) for _ in range(repeat) for c in ours]
         steps += [(c, workload) for c in configs if c.kind != "asyncworker"]
     return steps
@@ -257,10 +279,17 @@ class Bench:
         self.scale = scale
         self.progress = progress
         self.log_path = log_path
-        self.client = Celery("bench-client", broker=BROKER,
-                             backend="db+postgresql+psycopg2://" + DSN.split("://", 1)[1])
-        self.client.conf.update(task_default_queue=QUEUE,
-                                broker_connection_retry_on_startup=True)
+        def client(broker: str) -> Any:
+            app = Celery("bench-client", broker=broker,
+                         backend="db+postgresql+psycopg2://" + DSN.split("://", 1)[1])
+            app.conf.update(task_default_queue=QUEUE, broker_connection_retry_on_startup=True)
+            return app
+
+        self.amqp_client = client(BROKER)
+        self.redis_client = client(REDIS_BROKER)
+        #: The current row's Celery client: the producer on its broker.
+        self.client = self.amqp_client
+        self.config: Config | None = None
         self.db = psycopg2.connect(DSN)
         self.db.autocommit = True
         self.images: list[str] = []
@@ -282,6 +311,9 @@ class Bench:
             channel = conn.default_channel
             channel.queue_declare(QUEUE, durable=True, auto_delete=False)
             channel.queue_purge(QUEUE)
+        if self.client is self.redis_client:
+            # Messages a stopped worker still held (the database is the bench's own).
+            self._redis().delete("unacked", "unacked_index")
         if self._sql("SELECT to_regclass('celery_taskmeta')")[0][0]:
             self._sql("TRUNCATE celery_taskmeta")
         if self.peer:
@@ -332,10 +364,11 @@ class Bench:
 
     def _env(self, config: Config) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("ASYNCWORKER_", "BENCH_"))}
-        env.update(PYTHONUNBUFFERED="1", BENCH_BROKER_URL=BROKER, BENCH_REDIS_URL=peers.REDIS,
+        env.update(PYTHONUNBUFFERED="1", BENCH_BROKER_URL=config.broker_url,
+                   BENCH_REDIS_URL=peers.REDIS,
                    BENCH_RESULT_BACKEND="db+postgresql+psycopg2://" + DSN.split("://", 1)[1],
                    BENCH_CONCURRENCY=str(config.concurrency), BENCH_GPT_MODEL="gpt-5-bench",
-                   ASYNCWORKER_BROKER_URL=BROKER, ASYNCWORKER_RESULT_BACKEND=DSN,
+                   ASYNCWORKER_BROKER_URL=config.broker_url, ASYNCWORKER_RESULT_BACKEND=DSN,
                    ASYNCWORKER_WORKER_LOG_LEVEL="WARNING", ASYNCWORKER_WORKER_LOG_FORMAT="json",
                    ASYNCWORKER_GPT_MODEL="gpt-5-bench", ASYNCWORKER_S3_BUCKET=BUCKET)
         key, secret = servers.s3_credentials()
@@ -420,6 +453,8 @@ class Bench:
         result = Result(config.label, config.kind, workload.name, config.concurrency,
                         config.baseline, config.twin_of)
         self.peer = peers.side_for(config)
+        self.config = config
+        self.client = self.redis_client if config.broker == "redis" else self.amqp_client
         if reason := peers.cannot(config, workload):
             result.cannot = reason
             return result
@@ -443,7 +478,7 @@ class Bench:
             with self._worker(config, workload, result) as (process, sampler):
                 if wait_until(lambda: self._consumers() > 0 or process.poll() is not None, 120):
                     self._latency(result, workload, budget, sampler)
-                    if self.latency_curve and not self.peer:
+                    if self.latency_curve and not self.peer and not config.broker:
                         result.latency_curve = latency.as_dicts(latency.curve(
                             self._sql, BROKER, QUEUE, workload.task, self._arg_lists(workload),
                             result.throughput, self._latency_seconds(budget), self.warmup,
@@ -469,7 +504,19 @@ class Bench:
                                          round(sampler.peak_rss / 2**20, 1))
                 self._stop(process)
 
+    def _redis(self) -> Any:
+        import redis
+
+        return redis.Redis.from_url(REDIS_BROKER)
+
     def _consumers(self) -> int:
+        if self.client is self.redis_client:
+            # Redis keeps no consumer count: a connection of the database blocked in
+            # a pop (Celery's and asyncworker's wait for work) stands for one.
+            db = self._redis().connection_pool.connection_kwargs.get("db", 0)
+            return sum(1 for c in self._redis().client_list()
+                       if c.get("cmd") in ("brpop", "blmpop", "blpop")
+                       and str(c.get("db")) == str(db))
         with self.client.connection_for_write() as conn:
             queue = self.peer.queue if self.peer else QUEUE
             return int(conn.default_channel.queue_declare(queue, passive=True).consumer_count)
@@ -525,7 +572,7 @@ class Bench:
     def _latency(self, result: Result, workload: Workload, budget: float,
                  sampler: TreeSampler) -> None:
         rate = self.latency_rate or max(result.throughput * 0.5, 1.0)
-        if self.peer:
+        if self.peer or (self.config is not None and self.config.broker):
             self._peer_latency(result, workload, budget, rate)
             return
         point = latency.measure(self._sql, BROKER, QUEUE, workload.task,
@@ -541,9 +588,10 @@ class Bench:
 
     def _peer_latency(self, result: Result, workload: Workload, budget: float,
                       rate: float) -> None:
-        """Rows whose results are not in PostgreSQL (the peers, the Redis row): the
-        bench process itself publishes at ``rate`` (through the peer's own client for
-        taskiq) and reads each completion where that row stores it."""
+        """Rows whose results are not in PostgreSQL (the peers, the Redis row) or whose
+        broker is not RabbitMQ (the latency publisher speaks AMQP): the bench process
+        itself publishes at ``rate`` (through the peer's own client for taskiq) and
+        reads each completion where that row stores it."""
         count = max(10, min(int(rate * self._latency_seconds(budget)), 5000))
         result.latency_rate = round(rate, 1)
         sent = self._publish(workload, count, rate)

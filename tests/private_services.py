@@ -10,6 +10,10 @@ same script with a state directory and ports of its own:
     services.rabbitmqctl("stop_app"); services.rabbitmqctl("start_app")
     services.stop()
 
+``PrivateRedis`` is one more Redis, durable (append-only file, fsync on every
+write), for a Redis *broker* that a test kills or restarts while the set's own
+Redis keeps the test's records.
+
 ``RabbitCluster`` starts several RabbitMQ nodes alone (no PostgreSQL or Redis),
 each a ``PrivateServices`` of its own, and joins them into one cluster.
 """
@@ -116,6 +120,67 @@ class PrivateServices:
         deadline = time.monotonic() + 30
         while alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
+
+
+class PrivateRedis:
+    """A Redis server of a test's own, persisted to an append-only file.
+
+    ``appendfsync always``: a write Redis has answered survives its ``kill -9``, as
+    a message RabbitMQ has confirmed does, so a fault counts the worker's losses and
+    not Redis's (with ``everysec``, the common setting, up to a second of writes can
+    go with a crash; with no persistence, the local services' setting, everything).
+    """
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def _ping(self) -> bool:
+        with socket.socket() as s:
+            s.settimeout(1)
+            try:
+                s.connect(("127.0.0.1", self.port))
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+            except OSError:
+                return False
+
+    def start(self, timeout: float = 30) -> None:
+        """Start (again, on the same files and port) and wait until it answers."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.state_dir / "redis.log", "ab")  # noqa: SIM115 - the server's, kept open
+        self.proc = subprocess.Popen(
+            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
+             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.state_dir)],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while not self._ping():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("private redis did not start: "
+                                   + (self.state_dir / "redis.log").read_text()[-2000:])
+            time.sleep(0.05)
+
+    def kill9(self) -> None:
+        """``kill -9`` the server and wait until it is gone."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self, timeout: float = 30) -> None:
+        """A clean ``SHUTDOWN`` (the file is complete), or ``kill -9`` if it lingers."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill9()
 
 
 class RabbitCluster:

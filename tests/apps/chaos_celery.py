@@ -1,5 +1,6 @@
 """The chaos suite's tasks for a Celery worker: the same names, arguments and
-Redis record as ``tests.apps.chaos`` (see there)."""
+Redis record as ``tests.apps.chaos`` (see there). ``CHAOS_TRANSPORT_OPTIONS``
+(JSON) is its ``broker_transport_options`` (a Redis broker's visibility timeout)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from celery import Celery
 
 app = Celery("chaos_celery", broker=os.environ["CELERY_BROKER_URL"],
              backend=os.environ["CELERY_RESULT_BACKEND"])
-app.conf.update(result_extended=True, worker_hijack_root_logger=False)
+app.conf.update(result_extended=True, worker_hijack_root_logger=False,
+                broker_transport_options=json.loads(
+                    os.environ.get("CHAOS_TRANSPORT_OPTIONS") or "{}"))
 
 _client = redis.Redis.from_url(os.environ["CHAOS_REDIS_URL"])
 

@@ -26,6 +26,8 @@ def test_bench_quick_runs_every_configuration(services: dict[str, str], tmp_path
     assert runs == {(w, f"{kind} -c {c}") for w, c in concurrency.items()
                     for kind in ("asyncworker", "aio-celery", "taskiq")} | {
         ("sleep", "asyncworker -c 1000 redis"), ("noop", "asyncworker -c 100 redis")} | {
+        # The Redis-broker pair (noop only with --quick).
+        ("noop", "asyncworker -c 100 redis-broker"), ("noop", "prefork -c 2 redis-broker")} | {
         (w, c) for w in ("sleep", "vision", "noop") for c in ("prefork -c 2", "threads -c 100")}
     for run in data["results"]:
         # The notes say why (time budget, latency-phase tasks without a result).
@@ -39,6 +41,7 @@ def test_bench_quick_runs_every_configuration(services: dict[str, str], tmp_path
     # The asyncio peers' rows are measured, and asyncworker is set against the best of them.
     # (asyncworker's rows of every workload, and its Redis rows of noop and sleep)
     assert table.count("the best asyncio peer's (") == 5
+    assert "- **asyncworker -c 100 redis-broker** tasks/s: " in table
     assert (tmp_path / "smoke.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import urllib.request
 import uuid
@@ -18,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import BROKER_URL, REPO, wait_for
+from tests.conftest import BROKER_URL, wait_for
+from tests.flower import get_json, running_flower
 
 pytestmark = pytest.mark.integration
 
@@ -215,50 +211,11 @@ def test_worker_offline_after_a_cold_shutdown(
 
 
 # -- real Flower -----------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return json.loads(response.read())
-
-
 @pytest.fixture
 def flower(services: dict[str, str], tmp_path: Path) -> Iterator[str]:
-    """Flower on a free loopback port; yields its base URL.
-
-    ``--enable_events=false``: the worker runs with ``-E``, and Flower's periodic
-    broadcast would otherwise switch on task events in every worker on the broker.
-    """
-    port = free_port()
-    env = dict(os.environ, FLOWER_UNAUTHENTICATED_API="true")
-    log = open(tmp_path / "flower.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "--broker", BROKER_URL, "flower",
-         "--address=127.0.0.1", f"--port={port}", "--enable_events=false",
-         "--inspect_timeout=3000"],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError((tmp_path / "flower.log").read_text())
-        try:
-            with urllib.request.urlopen(f"{base}/healthcheck", timeout=2) as response:
-                return response.status == 200
-        except OSError:
-            return False
-
-    try:
-        wait_for(up, 30, interval=0.2, what="flower")
+    """Flower on the shared RabbitMQ; yields its base URL."""
+    with running_flower(BROKER_URL, tmp_path / "flower.log") as base:
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(30)
-        log.close()
 
 
 def test_flower_lists_the_worker_and_its_tasks(
