@@ -27,8 +27,10 @@ def create(settings: Settings, connection_name: str | None = None) -> Broker:
     schemes = {u.partition("://")[0].split("+")[-1] for u in every}
     scheme = url.partition("://")[0].split("+")[-1]
     if schemes <= {"amqp", "amqps", "pyamqp", "librabbitmq"}:
-        from .amqp import AmqpBroker
+        from . import options
+        from .amqp import TRANSPORT_OPTIONS, AmqpBroker
 
+        options.read(settings.broker_transport_options, TRANSPORT_OPTIONS, "amqp")
         return AmqpBroker(every, settings.broker_heartbeat, settings.broker_connection_timeout,
                           connection_name=connection_name,
                           policy=BackoffPolicy.from_settings(settings),

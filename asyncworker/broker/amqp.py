@@ -55,6 +55,15 @@ RECONNECT_INTERVAL = BackoffPolicy().initial
 PERSISTENT = 2  # AMQP delivery mode: written to disk before the confirm
 TRANSIENT = 1  # kept in memory only (monitoring events)
 
+#: ``broker_transport_options`` a Celery configuration may carry for py-amqp:
+#: accepted so it carries over, with no effect here (publishes always wait for
+#: the broker's confirm; reconnects follow ``worker_reconnect_*``). Any other
+#: name is an error (``options.read``).
+TRANSPORT_OPTIONS: dict[str, object] = {
+    name: None for name in ("confirm_publish", "max_retries", "interval_start",
+                            "interval_step", "interval_max", "read_timeout", "write_timeout")
+}
+
 
 def properties(message: OutgoingMessage) -> spec.Basic.Properties:
     """The AMQP properties of ``message``: persistent, priority 0 when unset.

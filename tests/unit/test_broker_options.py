@@ -36,3 +36,19 @@ def test_a_value_of_the_wrong_type_is_an_error() -> None:
 def test_none_defaults_accept_any_value() -> None:
     queues = {"celery": {"url": "https://sqs.example/celery"}}
     assert options.read({"predefined_queues": queues}, KNOWN, "sqs")["predefined_queues"] == queues
+
+
+def test_each_transport_checks_its_options_when_created() -> None:
+    from asyncworker.broker import create
+    from asyncworker.settings import Settings
+
+    # Celery's py-amqp options carry over (no effect); anything else is an error.
+    create(Settings(broker_transport_options={"confirm_publish": True, "max_retries": 3}))
+    with pytest.raises(ImproperlyConfigured, match="visibility_timeout"):
+        create(Settings(broker_transport_options={"visibility_timeout": 10}))
+    # kombu's Redis sweep throttle is accepted; a typo is not.
+    create(Settings(broker_url="redis://127.0.0.1:6379/5",
+                    broker_transport_options={"unacked_restore_throttle": 1}))
+    with pytest.raises(ImproperlyConfigured, match="visibilty_timeout"):
+        create(Settings(broker_url="redis://127.0.0.1:6379/5",
+                        broker_transport_options={"visibilty_timeout": 1}))

@@ -31,6 +31,9 @@ KNOWN: dict[str, Any] = {
     "unacked_mutex_expire": 300.0,
     "unacked_restore_interval": 2.0,
     "unacked_restore_limit": 100,
+    # kombu's pause between its sweeps; accepted so a Celery configuration carries
+    # over, with no effect: the sweep runs every unacked_restore_interval.
+    "unacked_restore_throttle": None,
     "socket_timeout": None,
     "socket_connect_timeout": None,
     "socket_keepalive": None,
