@@ -19,7 +19,10 @@ own sessions raise, so its retry handler treats them alike.
 
 What it does not do: proxies (:func:`usable` says so; the client then keeps
 aiohttp) and socket options other than asyncio's (``TCP_NODELAY`` is
-asyncio's default, which is botocore's default option).
+asyncio's default, which is botocore's default option). As with aiobotocore's
+httpx session, a streamed body (``get_object``'s ``Body``) is read whole
+(``await body.read()``, as the pipeline does), not by ``read(n)`` or
+``iter_chunks()``; an error in the middle of it is httpx's, not retried.
 """
 
 from __future__ import annotations
