@@ -26,8 +26,8 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable
-from typing import TypeVar
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable
+from typing import NamedTuple, TypeVar
 
 import httpx
 
@@ -39,10 +39,34 @@ MAX_HEAD_BYTES = 64 * 1024
 READ_SIZE = 64 * 1024
 #: Request bodies are sent in one write with the head up to this size.
 WRITE_BATCH = 64 * 1024
-_DEFAULT_PORTS = {"http": 80, "https": 443}
+DEFAULT_PORTS = {"http": 80, "https": 443}
 _NO_BODY_STATUS = frozenset({204, 304})
 
 Origin = tuple[str, str, int]
+
+
+class Head(NamedTuple):
+    """A response's status line and headers."""
+
+    status: int
+    reason: bytes
+    version: bytes
+    headers: list[tuple[bytes, bytes]]
+
+
+class Outgoing(NamedTuple):
+    """A request as it goes on the wire: what :meth:`AsyncioTransport.open_response` sends.
+
+    ``request`` is the ``httpx.Request`` it came from, if any (httpx's exceptions name it).
+    """
+
+    origin: Origin
+    method: bytes
+    target: bytes
+    headers: list[tuple[bytes, bytes]]
+    body: bytes | AsyncIterable[bytes]
+    timeouts: dict[str, float | None]
+    request: httpx.Request | None = None
 
 
 class _Connection:
@@ -64,7 +88,7 @@ class _Connection:
         self.writer.close()
 
 
-async def _timed(aw: Awaitable[T], timeout: float | None, request: httpx.Request,
+async def _timed(aw: Awaitable[T], timeout: float | None, request: httpx.Request | None,
                  on_timeout: type[httpx.TimeoutException], what: str) -> T:
     try:
         async with asyncio.timeout(timeout):
@@ -73,7 +97,7 @@ async def _timed(aw: Awaitable[T], timeout: float | None, request: httpx.Request
         raise on_timeout(f"{what} timed out", request=request) from None
 
 
-async def _read(aw: Awaitable[T], timeout: float | None, request: httpx.Request,
+async def _read(aw: Awaitable[T], timeout: float | None, request: httpx.Request | None,
                 eof: str = "server disconnected in the middle of a response") -> T:
     """One read from the server, its failures as httpx's exceptions (``eof`` if it closed)."""
     try:
@@ -89,7 +113,7 @@ async def _read(aw: Awaitable[T], timeout: float | None, request: httpx.Request,
         raise httpx.ReadError(str(exc) or type(exc).__name__, request=request) from None
 
 
-def _parse_head(head: bytes, request: httpx.Request) -> tuple[int, bytes, bytes,
+def _parse_head(head: bytes, request: httpx.Request | None) -> tuple[int, bytes, bytes,
                                                               list[tuple[bytes, bytes]]]:
     """Status, reason, HTTP version and headers of a response head (without its blank line)."""
     lines = head.split(b"\r\n")
@@ -120,7 +144,7 @@ class _Body:
 
 
 def _body_length(status: int, method: bytes, headers: list[tuple[bytes, bytes]],
-                 request: httpx.Request) -> int:
+                 request: httpx.Request | None) -> int:
     """Bytes of body, or :attr:`_Body.CHUNKED` / :attr:`_Body.TO_CLOSE` (RFC 9112 §6.3)."""
     if method == b"HEAD" or status in _NO_BODY_STATUS or status < 200:
         return 0
@@ -155,27 +179,44 @@ class AsyncioTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request``; the response's body is read as the caller reads it."""
-        if self._closed:
-            raise RuntimeError("the transport is closed")
         url = request.url
-        if url.scheme not in _DEFAULT_PORTS:
+        if url.scheme not in DEFAULT_PORTS:
             raise httpx.UnsupportedProtocol(f"unsupported URL scheme {url.scheme!r}",
                                             request=request)
-        timeouts = request.extensions.get("timeout", {})
+        # httpcore's "target" extension: the request target exactly as given.
+        target = request.extensions.get("target") or url.raw_path
+        head, stream = await self.open_response(Outgoing(
+            (url.scheme, url.host, url.port or DEFAULT_PORTS[url.scheme]),
+            request.method.encode(), target, request.headers.raw,
+            request.stream,  # type: ignore[arg-type]  # an async client's: async
+            request.extensions.get("timeout", {}), request))
+        return httpx.Response(head.status, headers=head.headers, stream=stream,
+                              extensions={"http_version": head.version,
+                                          "reason_phrase": head.reason})
+
+    async def open_response(self, out: Outgoing) -> tuple[Head, httpx.AsyncByteStream]:
+        """Send ``out``; its response's head, and its body as a stream to read and close.
+
+        For callers with no use for an ``httpx.Request`` and ``httpx.Response``
+        (the S3 session under aiobotocore builds botocore's own from these).
+        """
+        if self._closed:
+            raise RuntimeError("the transport is closed")
+        request, timeouts = out.request, out.timeouts
         if self._slots.locked():
             await _timed(self._slots.acquire(), timeouts.get("pool"), request,
                          httpx.PoolTimeout, "waiting for a connection")
         else:
             await self._slots.acquire()
         try:
-            origin = (url.scheme, url.host, url.port or _DEFAULT_PORTS[url.scheme])
+            origin = out.origin
             connection = self._take_idle(origin) or await self._connect(
                 origin, timeouts.get("connect"), request)
             try:
-                await self._send(connection, request, timeouts.get("write"))
+                await self._send(connection, out, timeouts.get("write"))
                 status, reason, version, headers = await self._read_head(
                     connection, request, timeouts.get("read"))
-                length = _body_length(status, request.method.encode(), headers, request)
+                length = _body_length(status, out.method, headers, request)
             except BaseException:
                 connection.close()
                 raise
@@ -184,11 +225,10 @@ class AsyncioTransport(httpx.AsyncBaseTransport):
             raise
         keep = (version == b"HTTP/1.1" and length != _Body.TO_CLOSE
                 and b"close" not in _tokens(headers, b"connection")
-                and b"close" not in _tokens(request.headers.raw, b"connection"))
+                and b"close" not in _tokens(out.headers, b"connection"))
         stream = _ResponseStream(self, origin, connection, length, keep, request,
                                  timeouts.get("read"))
-        return httpx.Response(status, headers=headers, stream=stream,
-                              extensions={"http_version": version, "reason_phrase": reason})
+        return Head(status, reason, version, headers), stream
 
     def _take_idle(self, origin: Origin) -> _Connection | None:
         idle = self._idle.get(origin)
@@ -203,7 +243,7 @@ class AsyncioTransport(httpx.AsyncBaseTransport):
         return None
 
     async def _connect(self, origin: Origin, timeout: float | None,
-                       request: httpx.Request) -> _Connection:
+                       request: httpx.Request | None) -> _Connection:
         scheme, host, port = origin
         context: ssl.SSLContext | None = None
         if scheme == "https":
@@ -218,34 +258,43 @@ class AsyncioTransport(httpx.AsyncBaseTransport):
             raise httpx.ConnectError(str(exc) or type(exc).__name__, request=request) from None
         return _Connection(reader, writer)
 
-    async def _send(self, connection: _Connection, request: httpx.Request,
+    async def _send(self, connection: _Connection, out: Outgoing,
                     timeout: float | None) -> None:
-        url = request.url
-        target = url.raw_path
-        lines = [b"%s %s HTTP/1.1\r\n" % (request.method.encode(), target)]
-        lines.extend(b"%s: %s\r\n" % (name, value) for name, value in request.headers.raw)
+        lines = [b"%s %s HTTP/1.1\r\n" % (out.method, out.target)]
+        lines.extend(b"%s: %s\r\n" % (name, value) for name, value in out.headers)
         lines.append(b"\r\n")
-        chunked = b"chunked" in _tokens(request.headers.raw, b"transfer-encoding")
-        pending, size = [b"".join(lines)], 0
-        writer = connection.writer
+        writer, request = connection.writer, out.request
         try:
-            async for chunk in request.stream:  # type: ignore[union-attr]
-                if not chunk:
-                    continue
-                pending.append(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
-                size += len(chunk)
-                if size >= WRITE_BATCH:
-                    writer.write(b"".join(pending))
-                    pending, size = [], 0
-                    await _timed(writer.drain(), timeout, request, httpx.WriteTimeout, "write")
-            if chunked:
-                pending.append(b"0\r\n\r\n")
-            writer.write(b"".join(pending))
-            await _timed(writer.drain(), timeout, request, httpx.WriteTimeout, "write")
+            if isinstance(out.body, bytes):
+                # One write, and no drain to wait for unless the kernel took less.
+                writer.write(b"".join(lines) + out.body)
+            else:
+                await self._send_stream(writer, out, b"".join(lines), timeout)
+            if writer.transport.get_write_buffer_size():
+                await _timed(writer.drain(), timeout, request, httpx.WriteTimeout, "write")
         except OSError as exc:
             raise httpx.WriteError(str(exc) or type(exc).__name__, request=request) from None
 
-    async def _read_head(self, connection: _Connection, request: httpx.Request,
+    @staticmethod
+    async def _send_stream(writer: asyncio.StreamWriter, out: Outgoing, head: bytes,
+                           timeout: float | None) -> None:
+        """A streamed body, in writes of :data:`WRITE_BATCH` (chunked if the headers say)."""
+        chunked = b"chunked" in _tokens(out.headers, b"transfer-encoding")
+        pending, size = [head], 0
+        async for chunk in out.body:  # type: ignore[union-attr]
+            if not chunk:
+                continue
+            pending.append(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
+            size += len(chunk)
+            if size >= WRITE_BATCH:
+                writer.write(b"".join(pending))
+                pending, size = [], 0
+                await _timed(writer.drain(), timeout, out.request, httpx.WriteTimeout, "write")
+        if chunked:
+            pending.append(b"0\r\n\r\n")
+        writer.write(b"".join(pending))
+
+    async def _read_head(self, connection: _Connection, request: httpx.Request | None,
                          timeout: float | None) -> tuple[int, bytes, bytes,
                                                          list[tuple[bytes, bytes]]]:
         reader = connection.reader
@@ -278,7 +327,8 @@ class _ResponseStream(httpx.AsyncByteStream):
     """A response's body, read from its connection as the caller iterates."""
 
     def __init__(self, transport: AsyncioTransport, origin: Origin, connection: _Connection,
-                 length: int, keep: bool, request: httpx.Request, timeout: float | None) -> None:
+                 length: int, keep: bool, request: httpx.Request | None,
+                 timeout: float | None) -> None:
         self._transport = transport
         self._origin = origin
         self._connection: _Connection | None = connection

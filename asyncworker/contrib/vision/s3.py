@@ -46,7 +46,9 @@ def client_options(settings: VisionSettings, pool_size: int,
     (the User-Agent built once when given the ``botocore_session`` the client is of)."""
     from aiobotocore.config import AioConfig
 
-    config = AioConfig(
+    from .s3_session import StreamsSession, usable
+
+    tuning: dict[str, Any] = dict(
         max_pool_connections=pool_size,
         connect_timeout=settings.s3_connect_timeout,
         read_timeout=settings.s3_read_timeout,
@@ -54,8 +56,11 @@ def client_options(settings: VisionSettings, pool_size: int,
         **s3_tuning.config_options(),
     )
     if botocore_session is not None:
-        config = config.merge(AioConfig(
-            user_agent=s3_tuning.fixed_user_agent(botocore_session, config)))
+        tuning["user_agent"] = s3_tuning.fixed_user_agent(botocore_session, AioConfig(**tuning))
+    # aiohttp (aiobotocore's default) only where a proxy applies, which this session lacks.
+    # Given here, not merged in: AioConfig.merge drops http_session_cls.
+    session = {"http_session_cls": StreamsSession} if usable(settings.s3_endpoint_url) else {}
+    config = AioConfig(**tuning, **session)
     options: dict[str, Any] = {"region_name": settings.s3_region, "config": config}
     if settings.s3_endpoint_url:
         options["endpoint_url"] = settings.s3_endpoint_url

@@ -11,7 +11,8 @@ answer every time:
   and runs the whole rule set again. :func:`cache_endpoints` drops the
   parameters the loaded rule set never mentions before the cached lookup, so
   the cache hits; parameters it does read are kept, whatever the botocore version.
-- **``Expect: 100-continue``** on every ``PutObject``. aiohttp then sends the
+- **``Expect: 100-continue``** on every ``PutObject``. aiohttp (aiobotocore's
+  HTTP layer, kept where a proxy applies: :mod:`.s3_session`) then sends the
   headers, waits a round trip for the server's ``100 Continue``, and sends the
   body in a second write. That protects large uploads from being sent to a
   server that will refuse them; for a small body it costs more than resending
