@@ -93,6 +93,11 @@ class Settings:
     result_serializer: str = "json"
     result_expires: int = 86400
     result_batch_size: int = 500
+    #: A finished task's result may wait this share of the task's run time,
+    #: at most ``result_batch_linger_max`` seconds, to share a write with
+    #: others (``backends/batching.py``); 0 writes each as soon as possible.
+    result_batch_linger_ratio: float = 0.02
+    result_batch_linger_max: float = 0.02
     database_table_names: dict[str, str] = field(default_factory=dict)
     database_table_schemas: dict[str, str] = field(default_factory=dict)
     database_create_tables_at_setup: bool = True

@@ -60,6 +60,9 @@ class TaskOutcome:
     #: Tasks this one published (callbacks, next chain step), as Celery's
     #: result tuples ``[[id, parent], None]``; clients read them as ``.children``.
     children: list[Any] | None = None
+    #: Seconds the task ran before this state (0 when unknown): how long the
+    #: write may linger to share a batch (``batching.Linger``).
+    runtime: float = 0.0
 
     @property
     def ready(self) -> bool:

@@ -27,7 +27,7 @@ from ..backoff import BackoffPolicy, Outage
 from ..logging import get_logger, redact_url
 from ..settings import Settings
 from .base import ResultBackend, ResultCodec, StoredResult, TaskOutcome
-from .batching import BatchWriter
+from .batching import BatchWriter, Linger
 from .errors import is_transient, retry_transient
 
 log = get_logger("backend.postgres")
@@ -102,7 +102,8 @@ class PostgresBackend(ResultBackend):
         self._pool: asyncpg.Pool | None = None
         self.policy = BackoffPolicy.from_settings(settings)
         self._writer = BatchWriter(self._write_many, settings.result_batch_size,
-                                   self.describe(), self.policy)
+                                   self.describe(), self.policy,
+                                   linger=Linger.from_settings(settings))
         columns = ["task_id", "status", "result", "date_done", "traceback", "children"]
         if self.extended:
             columns += ["name", "args", "kwargs", "worker", "retries", "queue"]
@@ -219,7 +220,8 @@ class PostgresBackend(ResultBackend):
 
     async def store(self, outcome: TaskOutcome) -> None:
         """Queue the row for the next batch and wait until it is committed."""
-        await self._writer.enqueue(self._row(outcome))  # submit's future, a frame fewer
+        # submit's future: a coroutine frame fewer
+        await self._writer.enqueue(self._row(outcome), outcome.runtime)
 
     async def _write_many(self, rows: Sequence[tuple[Any, ...]]) -> None:
         assert self._pool is not None

@@ -21,7 +21,7 @@ from ..logging import redact_url
 from ..settings import Settings
 from ..task import Request
 from .base import ChordJoin, ResultBackend, ResultCodec, StoredResult, TaskOutcome
-from .batching import BatchWriter
+from .batching import BatchWriter, Linger
 
 TASK_PREFIX = "celery-task-meta-"
 GROUP_PREFIX = "celery-taskset-meta-"
@@ -115,7 +115,8 @@ class RedisBackend(ResultBackend):
         self._chord_part_script = self.client.register_script(_CHORD_PART_LUA)
         self._chord_done_script = self.client.register_script(_CHORD_DONE_LUA)
         self._writer = BatchWriter(self._write_many, settings.result_batch_size,
-                                   self.describe(), BackoffPolicy.from_settings(settings))
+                                   self.describe(), BackoffPolicy.from_settings(settings),
+                                   linger=Linger.from_settings(settings))
 
     def describe(self) -> str:
         """The server URL with its password hidden."""
@@ -158,7 +159,7 @@ class RedisBackend(ResultBackend):
     async def store(self, outcome: TaskOutcome) -> None:
         """SETEX + PUBLISH the state (batched), unless SUCCESS is already stored."""
         value = self.codec.encode(self.meta(outcome))
-        await self._writer.submit((TASK_PREFIX + outcome.task_id, value))
+        await self._writer.submit((TASK_PREFIX + outcome.task_id, value), outcome.runtime)
 
     async def _write_many(self, rows: Sequence[tuple[str, bytes]]) -> None:
         async with self.client.pipeline(transaction=False) as pipe:

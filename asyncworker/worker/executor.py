@@ -217,7 +217,7 @@ class Executor:
             assert outcome.exc is not None
             result = exception_to_meta(outcome.exc)
         written = await self._write(TaskOutcome(request.id, state, result, outcome.traceback,
-                                                request, outcome.children))
+                                                request, outcome.children, job.runtime))
         if isinstance(written, ResultEncodeError):
             # Clients will read this error, not the value: the task failed.
             job.outcome = Outcome(FAILURE, value=outcome.value, exc=written,

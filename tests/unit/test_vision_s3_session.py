@@ -13,10 +13,11 @@ from typing import Any
 
 import aioboto3
 import pytest
+from botocore.awsrequest import HeadersDict
 from botocore.exceptions import EndpointConnectionError
 
 from asyncworker.contrib.vision import s3
-from asyncworker.contrib.vision.s3_session import StreamsSession
+from asyncworker.contrib.vision.s3_session import PREREAD_MAX, LowerHeaders, StreamsSession
 from asyncworker.contrib.vision.settings import VisionSettings
 from tests.unit.test_vision_http_transport import serving
 
@@ -106,3 +107,44 @@ async def test_server_closing_without_an_answer_is_retried_by_botocore() -> None
         async with aioboto3.Session().client("s3", **options) as c:
             await s3.put_bytes(c, s3.S3Path("bkt", "a.json"), b"{}", "application/json")
     assert len(server.requests) == 2 and server.connections == 2
+
+
+async def test_small_streamed_body_comes_with_the_head_and_frees_the_connection() -> None:
+    # Two gets before either body is read: the first connection is already
+    # back in the pool, so the second call reuses it.
+    async with serving(GOT, GOT) as server, client(server.url) as c:
+        first = await c.get_object(Bucket="bkt", Key="a.png")
+        second = await c.get_object(Bucket="bkt", Key="b.png")
+        for response in (first, second):
+            async with response["Body"] as body:
+                assert await body.read() == PNG
+            assert response["ContentType"] == "image/png"
+    assert server.connections == 1
+
+
+async def test_large_streamed_body_is_left_to_the_caller() -> None:
+    big = bytes(range(256)) * (PREREAD_MAX // 256 + 1)
+    reply = (b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: %d\r\n\r\n"
+             % len(big)) + big
+    async with serving(reply, reply) as server, client(server.url) as c:
+        first = await c.get_object(Bucket="bkt", Key="a.png")
+        second = await c.get_object(Bucket="bkt", Key="b.png")  # the first still holds one
+        for response in (first, second):
+            async with response["Body"] as body:
+                assert await body.read() == big
+    assert server.connections == 2
+
+
+def test_lower_headers_is_botocores_case_insensitive_mapping() -> None:
+    headers = LowerHeaders({"etag": '"abc"', "content-type": "image/png"})
+    assert isinstance(headers, HeadersDict)
+    assert headers["ETag"] == '"abc"' and "CONTENT-TYPE" in headers
+    assert "Expires" not in headers and headers.get("Expires") is None
+    assert headers.get("X-Missing", "-") == "-" and 3 not in headers
+    with pytest.raises(KeyError):
+        headers["Expires"]
+    copy = headers.copy()
+    copy["X-Amz-Meta-A"] = "1"
+    del copy["ETag"]
+    assert list(copy) == ["content-type", "x-amz-meta-a"]
+    assert list(headers) == ["etag", "content-type"] and len(headers) == 2

@@ -132,8 +132,27 @@ def _parse_head(head: bytes, request: httpx.Request | None) -> tuple[int, bytes,
 
 def _tokens(headers: list[tuple[bytes, bytes]], name: bytes) -> list[bytes]:
     """The comma-separated values of every ``name`` header, lower-cased."""
-    return [token.strip().lower() for key, value in headers if key.lower() == name
+    return _split([value for key, value in headers if key.lower() == name])
+
+
+def _split(values: list[bytes]) -> list[bytes]:
+    """Comma-separated header values as lower-cased tokens."""
+    return [token.strip().lower() for value in values
             for token in value.split(b",") if token.strip()]
+
+
+#: The response headers that delimit its body or end its connection.
+_FRAMING = frozenset({b"transfer-encoding", b"content-length", b"connection"})
+
+
+def _framing(headers: list[tuple[bytes, bytes]]) -> dict[bytes, list[bytes]]:
+    """The values of the :data:`_FRAMING` headers, by lower-cased name (one pass over all)."""
+    found: dict[bytes, list[bytes]] = {}
+    for key, value in headers:
+        name = key.lower()
+        if name in _FRAMING:
+            found.setdefault(name, []).append(value)
+    return found
 
 
 class _Body:
@@ -143,17 +162,20 @@ class _Body:
     TO_CLOSE = -2
 
 
-def _body_length(status: int, method: bytes, headers: list[tuple[bytes, bytes]],
+def _body_length(status: int, method: bytes, framing: dict[bytes, list[bytes]],
                  request: httpx.Request | None) -> int:
-    """Bytes of body, or :attr:`_Body.CHUNKED` / :attr:`_Body.TO_CLOSE` (RFC 9112 §6.3)."""
+    """Bytes of body, or :attr:`_Body.CHUNKED` / :attr:`_Body.TO_CLOSE` (RFC 9112 §6.3).
+
+    ``framing`` is what :func:`_framing` found in the response's headers.
+    """
     if method == b"HEAD" or status in _NO_BODY_STATUS or status < 200:
         return 0
-    encodings = _tokens(headers, b"transfer-encoding")
+    encodings = _split(framing.get(b"transfer-encoding", []))
     if encodings:
         if encodings[-1] != b"chunked":
             return _Body.TO_CLOSE
         return _Body.CHUNKED
-    lengths = {value.strip() for key, value in headers if key.lower() == b"content-length"}
+    lengths = {value.strip() for value in framing.get(b"content-length", [])}
     if not lengths:
         return _Body.TO_CLOSE
     if len(lengths) > 1 or not all(x.isdigit() for x in lengths):
@@ -194,7 +216,7 @@ class AsyncioTransport(httpx.AsyncBaseTransport):
                               extensions={"http_version": head.version,
                                           "reason_phrase": head.reason})
 
-    async def open_response(self, out: Outgoing) -> tuple[Head, httpx.AsyncByteStream]:
+    async def open_response(self, out: Outgoing) -> tuple[Head, ResponseStream]:
         """Send ``out``; its response's head, and its body as a stream to read and close.
 
         For callers with no use for an ``httpx.Request`` and ``httpx.Response``
@@ -216,7 +238,8 @@ class AsyncioTransport(httpx.AsyncBaseTransport):
                 await self._send(connection, out, timeouts.get("write"))
                 status, reason, version, headers = await self._read_head(
                     connection, request, timeouts.get("read"))
-                length = _body_length(status, out.method, headers, request)
+                framing = _framing(headers)
+                length = _body_length(status, out.method, framing, request)
             except BaseException:
                 connection.close()
                 raise
@@ -224,9 +247,9 @@ class AsyncioTransport(httpx.AsyncBaseTransport):
             self._slots.release()
             raise
         keep = (version == b"HTTP/1.1" and length != _Body.TO_CLOSE
-                and b"close" not in _tokens(headers, b"connection")
+                and b"close" not in _split(framing.get(b"connection", []))
                 and b"close" not in _tokens(out.headers, b"connection"))
-        stream = _ResponseStream(self, origin, connection, length, keep, request,
+        stream = ResponseStream(self, origin, connection, length, keep, request,
                                  timeouts.get("read"))
         return Head(status, reason, version, headers), stream
 
@@ -323,7 +346,7 @@ class AsyncioTransport(httpx.AsyncBaseTransport):
         self._idle.clear()
 
 
-class _ResponseStream(httpx.AsyncByteStream):
+class ResponseStream(httpx.AsyncByteStream):
     """A response's body, read from its connection as the caller iterates."""
 
     def __init__(self, transport: AsyncioTransport, origin: Origin, connection: _Connection,
@@ -375,6 +398,27 @@ class _ResponseStream(httpx.AsyncByteStream):
                 left -= len(data)
                 yield data
         self._complete = True
+
+    @property
+    def length(self) -> int | None:
+        """The body's size from ``Content-Length`` (``None`` when chunked or read to close)."""
+        return self._length if self._length >= 0 else None
+
+    async def read(self) -> bytes:
+        """The whole body at once, then the connection back to the pool.
+
+        A body of known length is one read: no chunk iteration.
+        """
+        try:
+            connection = self._connection
+            if connection is not None and not self._complete and self._length > 0:
+                data = await _read(connection.reader.readexactly(self._length),
+                                   self._timeout, self._request)
+                self._complete = True
+                return data
+            return b"".join([chunk async for chunk in self])
+        finally:
+            await self.aclose()
 
     async def aclose(self) -> None:
         connection, self._connection = self._connection, None

@@ -22,17 +22,25 @@ aiohttp) and socket options other than asyncio's (``TCP_NODELAY`` is
 asyncio's default, which is botocore's default option). As with aiobotocore's
 httpx session, a streamed body (``get_object``'s ``Body``) is read whole
 (``await body.read()``, as the pipeline does), not by ``read(n)`` or
-``iter_chunks()``; an error in the middle of it is httpx's, not retried.
+``iter_chunks()``. One of at most :data:`PREREAD_MAX` bytes is read with the
+head, in one read (a dropped connection in it is then retried like any other);
+a longer one is left to the caller, and an error in the middle of it is
+httpx's, not retried.
+
+Responses carry :class:`LowerHeaders`: botocore's parser looks up every header
+an operation may return, and its own mapping made each lookup cost a key object
+and, for the absent ones, a ``KeyError``.
 """
 
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+from botocore.awsrequest import HeadersDict
 from botocore.exceptions import (
     ConnectionClosedError,
     ConnectTimeoutError,
@@ -50,6 +58,9 @@ CHUNK = 64 * 1024
 KEEPALIVE_S = 12.0
 #: Seconds to wait for a free connection or for a write to go out (aiobotocore's httpx defaults).
 POOL_WAIT_S = WRITE_S = 5.0
+#: Streamed bodies (``get_object``'s) of at most this many bytes are read with the head:
+#: one read instead of httpx's chunk iteration when botocore's caller reads them whole.
+PREREAD_MAX = 1 << 20
 #: Methods sent without a ``Content-Length: 0`` when they have no body.
 _NO_BODY_METHODS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
 
@@ -121,6 +132,52 @@ def _origin(url: str) -> tuple[Origin, str, bytes]:
     return (scheme, host, port), netloc, target.encode()
 
 
+class LowerHeaders(HeadersDict):  # type: ignore[misc]  # botocore is untyped
+    """botocore's case-insensitive header mapping, over names already lower-cased.
+
+    botocore's own wraps every name in a key object on each access, and its
+    response parser asks for every header an operation may return (about
+    sixty for ``GetObject``), most of them absent, each miss a ``KeyError``
+    raised and caught. Here a lookup is a ``str.lower`` and one dict probe.
+    """
+
+    def __init__(self, lowered: dict[str, str]) -> None:
+        self._dict = lowered
+
+    def __getitem__(self, key: str) -> str:
+        value: str = self._dict[key.lower()]
+        return value
+
+    def __setitem__(self, key: str, value: str) -> None:
+        self._dict[key.lower()] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self._dict[key.lower()]
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and key.lower() in self._dict
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._dict.get(key.lower(), default)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._dict)
+
+    def copy(self) -> LowerHeaders:
+        return LowerHeaders(dict(self._dict))
+
+
+class _ReadResponse(httpx.Response):
+    """An ``httpx.Response`` whose body was read with its head: reading it again is free."""
+
+    def __init__(self, status: int, content: bytes) -> None:
+        super().__init__(status, stream=httpx.ByteStream(content))
+        self._read = content
+
+    async def aread(self) -> bytes:
+        return self._read
+
+
 class StreamsSession:
     """An aiobotocore HTTP session (``AioConfig(http_session_cls=StreamsSession)``).
 
@@ -176,13 +233,20 @@ class StreamsSession:
                     headers.append((b"Content-Length", b"%d" % len(body)))
             head, stream = await self._transport.open_response(Outgoing(
                 origin, request.method.encode(), target, headers, body, self._timeouts))
-            # The body only: with no headers of its own, httpx hands it over undecoded.
-            raw = httpx.Response(head.status, stream=stream)
-            response = HttpxAWSResponse(
-                url, head.status,
-                {name.decode().lower(): value.decode() for name, value in head.headers}, raw)
+            length = stream.length
+            if request.stream_output and (length is None or length > PREREAD_MAX):
+                # Left for botocore to stream. The body only: with no headers of
+                # its own, httpx hands it over undecoded.
+                raw = httpx.Response(head.status, stream=stream)
+                content = None
+            else:
+                content = await stream.read()
+                raw = _ReadResponse(head.status, content)
+            response = HttpxAWSResponse(url, head.status, {}, raw)
+            response.headers = LowerHeaders(
+                {name.decode().lower(): value.decode() for name, value in head.headers})
             if not request.stream_output:
-                await response.content
+                response._content = content  # what ``await response.content`` reads
         except httpx.ConnectTimeout as exc:
             raise ConnectTimeoutError(endpoint_url=url, error=exc) from exc
         except (httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout) as exc:
