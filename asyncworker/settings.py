@@ -159,6 +159,9 @@ class Settings:
     worker_log_level: str = "INFO"
     worker_log_format: str = "auto"
     worker_event_loop: str = "asyncio"
+    #: Freeze the start-up heap before consuming (``worker/heap.py``): the
+    #: garbage collector's full passes then skip what lives as long as the process.
+    worker_gc_freeze: bool = True
     worker_plugins: list[str] = field(default_factory=list)
     #: Remote control may stop the worker, terminate tasks, resize it, change its
     #: queues and limits (False: only inspect and plain revoke are answered).

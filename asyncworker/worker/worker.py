@@ -49,6 +49,7 @@ from .execution.request import CurrentRequest
 from .execution.timelimit import TimeLimit
 from .executor import Executor
 from .guards import guard_timers
+from .heap import freeze_startup_heap
 from .limits import Limits
 from .middleware import Middleware, compose
 from .outcomes import OutcomeStep
@@ -206,6 +207,8 @@ class Worker:
                 for service in self.services:
                     started.append(service)
                     await service.start(self)
+                if self._install_signals and s.worker_gc_freeze:
+                    log.debug("start-up heap frozen", objects=freeze_startup_heap())
                 await consumer.start(queues)
                 log.info("worker ready", nodename=s.worker_nodename,
                          concurrency=s.worker_concurrency, prefetch=s.prefetch_count(),
